@@ -1,0 +1,1 @@
+"""The `quail` command: where real resolvers, clocks and stores are built."""
