@@ -1,0 +1,203 @@
+"""Message framing shared by the signers and verifiers.
+
+Mail on the wire uses CRLF; messages read from files often use LF.  Both are
+accepted: headers are normalized to CRLF when they are split, and the body is
+normalized chunk by chunk while it is hashed (`crlf_chunks`), so that a large
+message is never held twice in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+CRLF = b"\r\n"
+# Body chunks handed to hashers: big enough that per-chunk Python overhead
+# vanishes, small enough that the transient normalized copy stays modest.
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One header field.  `raw` is the whole field (name, colon, value, any
+    folding) with CRLF line breaks and without the terminating CRLF."""
+
+    name: str  # as written, without surrounding whitespace
+    raw: bytes
+
+    @property
+    def lname(self) -> str:
+        return self.name.lower()
+
+    @property
+    def value(self) -> bytes:
+        """Everything after the first colon, folding kept."""
+        return self.raw.partition(b":")[2]
+
+    def text(self) -> str:
+        """The value unfolded and stripped, for parsing tag lists and addresses."""
+        return (
+            self.value.replace(b"\r\n", b"")
+            .decode("utf-8", "surrogateescape")
+            .strip(" \t")
+        )
+
+
+@dataclass(slots=True)
+class Message:
+    """Parsed header section plus where the body starts in `data`."""
+
+    data: bytes
+    headers: list[Header]
+    body_offset: int
+    # Line ending the message itself uses, so that added header fields match.
+    linesep: bytes
+
+    def body_chunks(self) -> Iterator[bytes]:
+        """The body, raw (line endings as in `data`), in chunks."""
+        view = memoryview(self.data)
+        for start in range(self.body_offset, len(self.data), CHUNK):
+            yield bytes(view[start : start + CHUNK])
+
+    def body_bytes(self) -> bytes:
+        return self.data[self.body_offset :]
+
+    def find(self, lname: str) -> list[Header]:
+        return [h for h in self.headers if h.lname == lname]
+
+
+def to_crlf(data: bytes) -> bytes:
+    """LF and CRLF line endings both become CRLF; bare CR is left alone."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def crlf_chunks(chunks: Iterator[bytes] | list[bytes]) -> Iterator[bytes]:
+    """Normalize a stream of chunks to CRLF, minding a CR split from its LF."""
+    carry = b""
+    for raw in chunks:
+        chunk = carry + raw if carry else raw
+        carry = b""
+        if chunk.endswith(b"\r"):
+            carry = b"\r"
+            chunk = chunk[:-1]
+        if chunk:
+            yield to_crlf(chunk)
+    if carry:
+        yield carry
+
+
+def parse_message(data: bytes) -> Message:
+    """Split the header section off `data` (CRLF or LF line endings).
+
+    The header section ends at the first empty line (RFC 5322 §2.1); a message
+    without one is all header.  Lines that are neither a field nor a
+    continuation (an mbox "From " line, garbage) are skipped: no signature can
+    cover them by name.
+    """
+    first_nl = data.find(b"\n")
+    linesep = b"\n" if first_nl > 0 and data[first_nl - 1] != 0x0D else CRLF
+    pos = 0
+    size = len(data)
+    head_end = body_offset = size
+    while pos < size:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        if nl == pos or (nl == pos + 1 and data[pos] == 0x0D):
+            head_end, body_offset = pos, nl + 1
+            break
+        pos = nl + 1
+    if body_offset == size and head_end == size:
+        # No empty line: drop the final line break of the last header.
+        head_end = size - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
+    else:
+        head_end = max(0, head_end - (2 if data[:head_end].endswith(b"\r\n") else 1))
+    return Message(data, split_headers(to_crlf(data[:head_end])), body_offset, linesep)
+
+
+def split_headers(block: bytes) -> list[Header]:
+    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing."""
+    headers: list[Header] = []
+    if not block:
+        return headers
+    current: list[bytes] = []
+    for line in block.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+            continue
+        if current:
+            _append(headers, current)
+        current = [line]
+    if current:
+        _append(headers, current)
+    return headers
+
+
+def _append(headers: list[Header], lines: list[bytes]) -> None:
+    raw = b"\r\n".join(lines) if len(lines) > 1 else lines[0]
+    name, colon, _ = raw.partition(b":")
+    if not colon:
+        return
+    stripped = name.strip(b" \t")
+    if not stripped or b" " in stripped or b"\t" in stripped:
+        return
+    headers.append(Header(stripped.decode("ascii", "replace"), raw))
+
+
+def address_domain(value: str) -> tuple[str, str] | None:
+    """(local-part, domain) of the first address in a From:/Sender: value.
+
+    Enough of RFC 5322 for sender identification: angle-addr or addr-spec,
+    display names and comments skipped, quoted local parts kept.
+    """
+    text = _strip_comments(value)
+    lt = text.rfind("<")
+    if lt >= 0:
+        gt = text.find(">", lt)
+        addr = text[lt + 1 : gt if gt >= 0 else len(text)]
+    else:
+        addr = text.split(",")[0]
+    addr = addr.strip()
+    if addr.count("@") == 0:
+        return None
+    local, _, domain = addr.rpartition("@")
+    local = local.strip()
+    domain = domain.strip().rstrip(".").lower()
+    if not local or not domain or " " in domain:
+        return None
+    return local, domain
+
+
+def _strip_comments(value: str) -> str:
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(ch)
+            continue
+        if ch == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(ch)
+            continue
+        if quoted:
+            if ch == '"':
+                quoted = False
+            out.append(ch)
+            continue
+        if ch == '"' and depth == 0:
+            quoted = True
+            out.append(ch)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
