@@ -36,11 +36,7 @@ class Header:
 
     def text(self) -> str:
         """The value unfolded and stripped, for parsing tag lists and addresses."""
-        return (
-            self.value.replace(b"\r\n", b"")
-            .decode("utf-8", "surrogateescape")
-            .strip(" \t")
-        )
+        return self.value.replace(b"\r\n", b"").decode("utf-8", "surrogateescape").strip(" \t")
 
 
 @dataclass(slots=True)

@@ -1,0 +1,195 @@
+"""Canonicalization, RFC 6376 §3.4, body as a stream.
+
+The body canonicalizers consume CRLF-normalized chunks of any size and feed
+the hash as they go; trailing empty lines are held back as a count (they are
+dropped only if nothing follows, §3.4.3 and §3.4.4), so memory stays
+constant whatever the message size.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+_WSP_RUN = re.compile(rb"[ \t]+")
+_FWS_RUN = re.compile(rb"[ \t\r\n]+")
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+# --- headers -----------------------------------------------------------------
+
+
+def header_simple(raw: bytes) -> bytes:
+    """§3.4.1: the field exactly as it is, with its CRLF."""
+    return raw + b"\r\n"
+
+
+def header_relaxed(raw: bytes) -> bytes:
+    """§3.4.2: lowercase name, unfold, runs of WSP to one SP, no WSP at the
+    ends of the value or around the colon."""
+    name, _, value = raw.partition(b":")
+    value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return name.rstrip(b" \t").lower() + b":" + value.strip(b" \t") + b"\r\n"
+
+
+HEADER_CANON = {"simple": header_simple, "relaxed": header_relaxed}
+
+
+# --- body --------------------------------------------------------------------
+
+
+class _Limited:
+    """Pass at most `limit` bytes on (the l= tag, §3.5), counting all of them."""
+
+    __slots__ = ("count", "hasher", "limit")
+
+    def __init__(self, hasher: Hasher, limit: int | None) -> None:
+        self.hasher = hasher
+        self.limit = limit
+        self.count = 0
+
+    def update(self, data: bytes) -> None:
+        if self.limit is not None:
+            room = self.limit - self.count
+            if room <= 0:
+                self.count += len(data)
+                return
+            if len(data) > room:
+                self.hasher.update(data[:room])
+                self.count += len(data)
+                return
+        self.count += len(data)
+        self.hasher.update(data)
+
+
+def _trailing_crlfs(block: bytes) -> int:
+    """How many CRLF pairs end `block`."""
+    stripped = block.rstrip(b"\r\n")
+    tail = len(block) - len(stripped)
+    if tail == 0:
+        return 0
+    if block[len(stripped) :] == b"\r\n" * (tail // 2):
+        return tail // 2
+    # A bare CR in the tail ("x\r\r\n"): count pairs from the end by hand.
+    pairs = 0
+    end = len(block)
+    while end >= 2 and block[end - 2 : end] == b"\r\n":
+        pairs += 1
+        end -= 2
+    return pairs
+
+
+class BodyCanonicalizer:
+    """Base: withholds trailing CRLFs; subclasses transform complete lines."""
+
+    __slots__ = ("_carry", "_emit", "_emitted", "_out", "_pending")
+
+    def __init__(self, hasher: Hasher, limit: int | None = None) -> None:
+        self._out = _Limited(hasher, limit) if limit is not None else None
+        self._emit = self._out.update if self._out is not None else hasher.update
+        self._pending = 0  # CRLFs held back: they may be trailing empty lines
+        self._emitted = False
+        self._carry = bytearray()
+
+    @property
+    def length(self) -> int | None:
+        """Canonical body bytes seen so far (only tracked under a limit)."""
+        return self._out.count if self._out is not None else None
+
+    def _lines(self, block: bytes) -> None:
+        """Emit a block of complete lines (ends with CRLF)."""
+        n = _trailing_crlfs(block)
+        content = block[: len(block) - 2 * n]
+        if content:
+            if self._pending:
+                self._emit(b"\r\n" * self._pending)
+            self._emit(content)
+            self._emitted = True
+            self._pending = n
+        else:
+            self._pending += n
+
+    def update(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
+class SimpleBody(BodyCanonicalizer):
+    """§3.4.3: the body as it is, but trailing empty lines removed and a
+    final CRLF ensured; an empty body is one CRLF."""
+
+    __slots__ = ()
+
+    def update(self, chunk: bytes) -> None:
+        if self._carry:
+            chunk = bytes(self._carry) + chunk
+            self._carry.clear()
+        cut = _line_cut(chunk)
+        if cut < len(chunk):
+            self._carry += chunk[cut:]
+        if cut > 0:
+            self._lines(chunk[:cut])
+
+    def finish(self) -> None:
+        if self._carry:
+            self._lines(bytes(self._carry) + b"\r\n")
+            self._carry.clear()
+        self._emit(b"\r\n")
+
+
+class RelaxedBody(BodyCanonicalizer):
+    """§3.4.4: WSP at line ends removed, WSP runs to one SP, trailing empty
+    lines removed; an empty body stays empty (errata 1384)."""
+
+    __slots__ = ()
+
+    def update(self, chunk: bytes) -> None:
+        if self._carry:
+            chunk = bytes(self._carry) + chunk
+            self._carry.clear()
+        cut = _line_cut(chunk)
+        if cut < len(chunk):
+            self._carry += chunk[cut:]
+        if cut > 0:
+            self._lines(_relax(chunk[:cut]))
+
+    def finish(self) -> None:
+        if self._carry:
+            self._lines(_relax(bytes(self._carry) + b"\r\n"))
+            self._carry.clear()
+        if self._emitted:
+            self._emit(b"\r\n")
+
+
+def _line_cut(chunk: bytes) -> int:
+    """Where the last complete line of `chunk` ends (0: none is complete)."""
+    index = chunk.rfind(b"\r\n")
+    return index + 2 if index >= 0 else 0
+
+
+def _relax(block: bytes) -> bytes:
+    if b"\t" in block or b"  " in block:
+        block = _WSP_RUN.sub(b" ", block)
+    if b" \r\n" in block:
+        block = block.replace(b" \r\n", b"\r\n")
+    return block
+
+
+BODY_CANON: dict[str, type[BodyCanonicalizer]] = {"simple": SimpleBody, "relaxed": RelaxedBody}
+
+
+def strip_b_value(raw: bytes) -> bytes:
+    """The signature field with the b= value emptied (§3.5 b=, §3.7): every
+    byte between "b=" and the next ";" (or the end) is removed, FWS included."""
+    name, colon, value = raw.partition(b":")
+    return name + colon + _B_TAG.sub(rb"\1", value)
+
+
+_B_TAG = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
