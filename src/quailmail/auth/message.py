@@ -8,6 +8,7 @@ message is never held twice in memory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,17 +18,25 @@ CRLF = b"\r\n"
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
 class Header:
     """One header field.  `raw` is the whole field (name, colon, value, any
     folding) with CRLF line breaks and without the terminating CRLF."""
 
-    name: str  # as written, without surrounding whitespace
-    raw: bytes
+    __slots__ = ("lname", "name", "raw")
 
-    @property
-    def lname(self) -> str:
-        return self.name.lower()
+    def __init__(self, name: str, raw: bytes) -> None:
+        self.name = name  # as written, without surrounding whitespace
+        self.lname = name.lower()
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Header) and (self.name, self.raw) == (other.name, other.raw)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.raw))
 
     @property
     def value(self) -> bytes:
@@ -113,33 +122,28 @@ def parse_message(data: bytes) -> Message:
     return Message(data, split_headers(to_crlf(data[:head_end])), body_offset, linesep)
 
 
+_FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")
+
+
 def split_headers(block: bytes) -> list[Header]:
-    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing."""
+    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing.
+
+    A line that is neither a field nor a continuation is skipped, and so is a
+    continuation line at the very top (it belongs to no field)."""
     headers: list[Header] = []
     if not block:
         return headers
-    current: list[bytes] = []
-    for line in block.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
+    for raw in _FIELD_BREAK.split(block):
+        name, colon, _ = raw.partition(b":")
+        if not colon:
             continue
-        if current:
-            _append(headers, current)
-        current = [line]
-    if current:
-        _append(headers, current)
+        if name[:1] in (b" ", b"\t") and (b"\r\n" in name or not name.strip()):
+            continue  # a stray continuation at the top of the block
+        stripped = name.strip(b" \t")
+        if not stripped or b" " in stripped or b"\t" in stripped or b"\r\n" in stripped:
+            continue
+        headers.append(Header(stripped.decode("ascii", "replace"), raw))
     return headers
-
-
-def _append(headers: list[Header], lines: list[bytes]) -> None:
-    raw = b"\r\n".join(lines) if len(lines) > 1 else lines[0]
-    name, colon, _ = raw.partition(b":")
-    if not colon:
-        return
-    stripped = name.strip(b" \t")
-    if not stripped or b" " in stripped or b"\t" in stripped:
-        return
-    headers.append(Header(stripped.decode("ascii", "replace"), raw))
 
 
 def address_domain(value: str) -> tuple[str, str] | None:

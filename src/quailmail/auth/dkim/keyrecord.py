@@ -41,7 +41,27 @@ class KeyRecord:
         return "s" in self.flags
 
 
+_cache: dict[bytes, KeyRecord | KeyRecordError] = {}
+_CACHE_SIZE = 4096
+
+
 def parse_key_record(data: bytes) -> KeyRecord:
+    """Parse a key record; parsed once per distinct record text (cached)."""
+    cached = _cache.get(data)
+    if cached is None:
+        try:
+            cached = _parse(data)
+        except KeyRecordError as exc:
+            cached = exc
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[data] = cached
+    if isinstance(cached, KeyRecordError):
+        raise cached
+    return cached
+
+
+def _parse(data: bytes) -> KeyRecord:
     try:
         tags = parse_tag_list(data.decode("utf-8", "surrogateescape"))
     except TagValueError as exc:

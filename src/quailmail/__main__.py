@@ -1,0 +1,5 @@
+import sys
+
+from quailmail.cli.main import main
+
+sys.exit(main())
