@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 from pathlib import Path
 
-from keytable import TableResolver, load_keytable
 from quailmail.auth.dkim import DkimResult, VerifyOptions, sign_dkim, verify_dkim
 from quailmail.auth.keys import PrivateKey, parse_private_key
 from quailmail.auth.message import parse_message
 from quailmail.core.clock import FixedClock
+from quailmail.dns.resolver import DnsResolver
+from quailmail.dns.zoneserver import Zone, ZoneServer
 
 DATA = Path(__file__).parent / "data"
 RFC8463 = DATA / "dkim" / "rfc8463"
@@ -35,16 +37,38 @@ MESSAGE = (
 )
 
 
-def rfc8463_resolver() -> TableResolver:
-    return TableResolver(load_keytable(RFC8463 / "A.2-keys.dns"))
+_server: ZoneServer | None = None
 
 
-def resolver(**records: str) -> TableResolver:
-    """Selector → record for football.example.com (plus any full names)."""
-    table = {}
+def shared_server() -> ZoneServer:
+    """One real DNS server on loopback for the DKIM tests; each test sets its zone."""
+    global _server  # noqa: PLW0603 (started once per test process)
+    if _server is None:
+        _server = ZoneServer(Zone()).start()
+        atexit.register(_server.stop)
+    return _server
+
+
+def serve_keytable(text: str) -> DnsResolver:
+    """Serve a key table (shared test-data format) and return a fresh resolver
+    (empty cache) that asks the server over the wire."""
+    server = shared_server()
+    server.zone.clear()
+    server.zone.load_keytable(text)
+    return DnsResolver(server.addresses, timeout=2.0)
+
+
+def rfc8463_resolver() -> DnsResolver:
+    return serve_keytable((RFC8463 / "A.2-keys.dns").read_text())
+
+
+def resolver(**records: str) -> DnsResolver:
+    """Selector → record for football.example.com (or full names with dots)."""
+    lines = []
     for name, value in records.items():
-        table[name if "." in name else f"{name}._domainkey.{DOMAIN}"] = value
-    return TableResolver(table)
+        full = name if "." in name else f"{name}._domainkey.{DOMAIN}"
+        lines.append(f"{full} {value if value else chr(34) * 2}")
+    return serve_keytable("\n".join(lines))
 
 
 def sign(
@@ -56,7 +80,7 @@ def sign(
 
 
 def verify(
-    message: bytes, res: TableResolver, *, at: float | None = None, **options: object
+    message: bytes, res: DnsResolver, *, at: float | None = None, **options: object
 ) -> DkimResult:
     clock = FixedClock(at) if at is not None else None
     return asyncio.run(

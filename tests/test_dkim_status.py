@@ -13,7 +13,6 @@ from dkimcases import (
     MESSAGE,
     RSA_KEY,
     RSA_RECORD,
-    TableResolver,
     resolver,
     sign,
     verify,
@@ -214,6 +213,18 @@ def test_lf_line_endings_are_treated_as_crlf() -> None:
     assert verify(signed_lf.replace(b"\n", b"\r\n"), resolver(test=RSA_RECORD)).code == "A"
 
 
-def test_multiple_key_records_use_the_first_that_parses() -> None:
-    res = TableResolver({"test._domainkey.football.example.com": RSA_RECORD})
-    assert verify(sign(), res).code == "A"
+def test_key_record_split_into_strings_and_fetched_over_tcp() -> None:
+    """A 4096-bit key's record is split into 255-byte strings and does not fit
+    in 512 bytes; the resolver joins the strings (and retries over TCP when cut)."""
+    from dkimcases import DOMAIN, shared_server
+    from quailmail.auth.keys import generate
+    from quailmail.dns.resolver import DnsResolver
+
+    big = generate("rsa", 4096)
+    record = "v=DKIM1; k=rsa; p=" + big.public_record_value()
+    res = resolver()
+    shared_server().zone.add_txt(f"big._domainkey.{DOMAIN}", record)
+    assert verify(sign(key=big, selector="big"), res).code == "A"
+    no_edns = DnsResolver(shared_server().addresses, timeout=2.0, edns_payload=None)
+    assert verify(sign(key=big, selector="big"), no_edns).code == "A"
+    assert shared_server().count(f"big._domainkey.{DOMAIN}") >= 2

@@ -102,17 +102,27 @@ class BodyCanonicalizer:
         return self._out.count if self._out is not None else None
 
     def _lines(self, block: bytes) -> None:
-        """Emit a block of complete lines (ends with CRLF)."""
-        n = _trailing_crlfs(block)
-        content = block[: len(block) - 2 * n]
-        if content:
+        """Emit a block of complete lines (it ends with CRLF).  Each content
+        line goes out with its CRLF; empty lines are only counted, and go out
+        when content follows them."""
+        if not block.endswith(b"\r\n\r\n") and block != b"\r\n":
+            # The common case: the block ends with a line that has content.
             if self._pending:
                 self._emit(b"\r\n" * self._pending)
-            self._emit(content)
+                self._pending = 0
+            self._emit(block)
             self._emitted = True
-            self._pending = n
-        else:
+            return
+        n = _trailing_crlfs(block)
+        cut = len(block) - 2 * n
+        if cut == 0:
             self._pending += n
+            return
+        if self._pending:
+            self._emit(b"\r\n" * self._pending)
+        self._emit(block[: cut + 2])
+        self._emitted = True
+        self._pending = n - 1
 
     def update(self, chunk: bytes) -> None:
         raise NotImplementedError
@@ -134,14 +144,16 @@ class SimpleBody(BodyCanonicalizer):
         cut = _line_cut(chunk)
         if cut < len(chunk):
             self._carry += chunk[cut:]
-        if cut > 0:
-            self._lines(chunk[:cut])
+            chunk = chunk[:cut]
+        if chunk:
+            self._lines(chunk)
 
     def finish(self) -> None:
         if self._carry:
             self._lines(bytes(self._carry) + b"\r\n")
             self._carry.clear()
-        self._emit(b"\r\n")
+        if not self._emitted:
+            self._emit(b"\r\n")
 
 
 class RelaxedBody(BodyCanonicalizer):
@@ -157,15 +169,14 @@ class RelaxedBody(BodyCanonicalizer):
         cut = _line_cut(chunk)
         if cut < len(chunk):
             self._carry += chunk[cut:]
-        if cut > 0:
-            self._lines(_relax(chunk[:cut]))
+            chunk = chunk[:cut]
+        if chunk:
+            self._lines(_relax(chunk))
 
     def finish(self) -> None:
         if self._carry:
             self._lines(_relax(bytes(self._carry) + b"\r\n"))
             self._carry.clear()
-        if self._emitted:
-            self._emit(b"\r\n")
 
 
 def _line_cut(chunk: bytes) -> int:
