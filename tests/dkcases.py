@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from keytable import TableResolver, load_keytable
+from dkimcases import serve_keytable
 from quailmail.auth.domainkeys import DomainKeysResult, sign_domainkeys, verify_domainkeys
 from quailmail.auth.keys import PrivateKey, parse_private_key
 from quailmail.auth.message import parse_message
+from quailmail.dns.resolver import DnsResolver
 
 DATA = Path(__file__).parent / "data" / "domainkeys"
 VECTORS: dict[str, dict[str, str]] = {
@@ -35,15 +36,13 @@ BASE = (
 )
 
 
-def keytable_resolver(path: Path | str) -> TableResolver:
-    """The resolver every DomainKeys test uses: key table file in, DNS out.
-
-    An in-memory fake for now; the one place to switch to the loopback DNS
-    server serving the same table."""
-    return TableResolver(load_keytable(path))
+def keytable_resolver(path: Path | str) -> DnsResolver:
+    """The resolver every DomainKeys test uses: the key table served by the
+    real DNS server on loopback, asked over the wire."""
+    return serve_keytable(Path(path).read_text())
 
 
-def resolver(tmp_path: Path, *lines: str) -> TableResolver:
+def resolver(tmp_path: Path, *lines: str) -> DnsResolver:
     """A key table of `lines` (`NAME  VALUE`), written out and served."""
     path = tmp_path / "keys.dns"
     path.write_text("".join(f"{line}\n" for line in lines))
@@ -56,7 +55,7 @@ def sign(message: bytes = BASE, key: PrivateKey = KEY, **options: Any) -> bytes:
     return sign_domainkeys(parse_message(message), key, **options) + message
 
 
-def verify(data: bytes, dns: TableResolver, **options: Any) -> DomainKeysResult:
+def verify(data: bytes, dns: DnsResolver, **options: Any) -> DomainKeysResult:
     return asyncio.run(verify_domainkeys(parse_message(data), dns, **options))
 
 

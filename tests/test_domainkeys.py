@@ -201,7 +201,9 @@ def test_f_cantvrfy(tmp_path: Path) -> None:
     dns = resolver(tmp_path, "test8._domainkey.messiah.edu  ~~SERVFAIL~~")
     result = verify(sign(), dns)
     assert (result.letter, result.result) == ("F", Result.TEMPERROR)
-    assert result.reason == "key lookup test8._domainkey.messiah.edu failed temporarily: SERVFAIL"
+    assert result.reason.startswith(
+        "key lookup test8._domainkey.messiah.edu failed temporarily: SERVFAIL from 127.0.0.1:"
+    )
 
 
 @pytest.mark.parametrize(
@@ -299,7 +301,10 @@ def test_only_the_first_signature_counts(tmp_path: Path) -> None:
 
 
 def test_policy_reported_for_unsigned_message(tmp_path: Path) -> None:
+    from dkimcases import shared_server
+
     dns = resolver(tmp_path, "_domainkey.messiah.edu  t=y; o=-; r=postmaster@messiah.edu")
+    asked_before = shared_server().count("_domainkey.messiah.edu")
     result = verify(BASE, dns)
     assert result.letter == "C"
     assert result.policy == DkPolicy(
@@ -307,7 +312,7 @@ def test_policy_reported_for_unsigned_message(tmp_path: Path) -> None:
     )
     assert result.policy.signs_all
     assert result.reason == "no signature; domain signs all mail (o=-), testing (t=y)"
-    assert "_domainkey.messiah.edu" in dns.queries
+    assert shared_server().count("_domainkey.messiah.edu") == asked_before + 1
 
 
 def test_policy_reported_when_verification_fails(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dkcases import BASE, GOOD_KEY, KEY, resolver, sign
-from keytable import TableResolver
 from quailmail.auth import authres
 from quailmail.auth.domainkeys import DkStatus, verify_domainkeys
 from quailmail.auth.domainkeys.canonicalize import BodyCanonicalizer
@@ -18,6 +17,7 @@ from quailmail.auth.domainkeys.keyrecord import parse_key_record
 from quailmail.auth.domainkeys.signature import parse_signature
 from quailmail.auth.domainkeys.status import DkProblem
 from quailmail.auth.message import crlf_chunks, parse_message
+from quailmail.dns.resolver import DnsResolver
 
 _SETTINGS = settings(
     max_examples=150,
@@ -61,11 +61,11 @@ def messages(draw: st.DrawFn) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def dns(tmp_path_factory: pytest.TempPathFactory) -> TableResolver:
+def dns(tmp_path_factory: pytest.TempPathFactory) -> DnsResolver:
     return resolver(tmp_path_factory.mktemp("dk"), GOOD_KEY, "_domainkey.messiah.edu  o=-")
 
 
-def verify(data: bytes, dns: TableResolver) -> DkStatus:
+def verify(data: bytes, dns: DnsResolver) -> DkStatus:
     result = asyncio.run(verify_domainkeys(parse_message(data), dns))
     # Whatever the input, the verdict can be printed and put in a header.
     authres.method("domainkeys", result).encode("ascii")
@@ -81,7 +81,7 @@ def verify(data: bytes, dns: TableResolver) -> DkStatus:
     listed=st.none() | st.lists(_header_names.map(str.lower), max_size=4),
 )
 def test_sign_then_verify_passes(
-    dns: TableResolver, message: bytes, canon: str, listed: list[str] | None
+    dns: DnsResolver, message: bytes, canon: str, listed: list[str] | None
 ) -> None:
     signed = sign(message, canon=canon, headers=listed)
     assert verify(signed, dns) is DkStatus.OK
@@ -127,7 +127,7 @@ _header_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), 
 
 @_SETTINGS
 @given(data=st.binary(max_size=600))
-def test_verify_never_raises_on_bytes(dns: TableResolver, data: bytes) -> None:
+def test_verify_never_raises_on_bytes(dns: DnsResolver, data: bytes) -> None:
     assert verify(data, dns) is not DkStatus.INTERNAL
 
 
@@ -138,7 +138,7 @@ def test_verify_never_raises_on_bytes(dns: TableResolver, data: bytes) -> None:
     sender=st.sampled_from([b"", b"From: a@messiah.edu\r\n", b"From: x\r\nFrom: y\r\n"]),
 )
 def test_verify_never_raises_on_signature_fields(
-    dns: TableResolver, value: str, tail: bytes, sender: bytes
+    dns: DnsResolver, value: str, tail: bytes, sender: bytes
 ) -> None:
     field = b"DomainKey-Signature: " + value.encode("utf-8", "surrogateescape")
     data = field + b"\r\n" + sender + tail

@@ -170,8 +170,8 @@ def split_strings(text: str, size: int = 255) -> list[str]:
 def bind_record(selector: str, value: str, ttl: int | None = None) -> str:
     strings = " ".join(f'"{s}"' for s in split_strings(value))
     ttl_text = f" {ttl}" if ttl is not None else ""
-    if len(strings) > 200:
-        return f"{selector}._domainkey{ttl_text} IN TXT ( {strings} )"
+    # Several strings on one line are one TXT record (RFC 1035 §5.1); no
+    # parentheses, so the line pastes into any zone file or web form.
     return f"{selector}._domainkey{ttl_text} IN TXT {strings}"
 
 

@@ -334,7 +334,11 @@ def _describe_failures(error: dns.resolver.NoNameservers) -> str:
             what = "timeout"
         else:
             what = type(failure).__name__ if failure is not None else "no answer"
-        part = f"{what} from {_server_text(str(server), int(port))}"
+        # dnspython names a server "Do53:ADDRESS@PORT" in its error list.
+        host = str(server)
+        if host.startswith("Do53:"):
+            host = host[5:].rpartition("@")[0]
+        part = f"{what} from {_server_text(host, int(port))}"
         if part not in parts:
             parts.append(part)
     return "; ".join(parts) or "no DNS server answered"

@@ -1,0 +1,65 @@
+"""What every subcommand shares: errors, --dns/--root, reading input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit `code`."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_dns_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dns",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="DNS server to ask instead of the system's (repeatable; [::1]:53 for IPv6)",
+    )
+    add_root_option(parser)
+
+
+def add_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=os.environ.get("QUAIL_ROOT") or None,
+        help="quailmail root directory (default $QUAIL_ROOT); its control/ is read",
+    )
+
+
+def read_input(name: str) -> bytes:
+    """A message from a file, or standard input for "-"."""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def control_value(root: Path | None, name: str) -> str | None:
+    """First line of a control file, as qmail reads one-value files."""
+    if root is None:
+        return None
+    try:
+        text = (root / "control" / name).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    return None
+
+
+def authserv_id(explicit: str | None, root: Path | None) -> str:
+    """--authserv-id, else control/me of the root, else this host's name."""
+    return explicit or control_value(root, "me") or socket.getfqdn()
