@@ -261,7 +261,7 @@ def test_testing_key_is_reported(tmp_path: Path) -> None:
     dns = resolver(tmp_path, record)
     good = verify(sign(), dns)
     assert (good.letter, good.testing) == ("A", True)
-    assert good.reason == "signature verified; key in testing mode (t=y)"
+    assert good.reason == "ok; key in testing mode (t=y)"
     bad = verify(sign().replace(b"sample", b"simple"), dns)
     assert (bad.letter, bad.testing) == ("B", True)
     assert "testing" in bad.reason
@@ -451,7 +451,7 @@ def test_rendered_as_authentication_results(tmp_path: Path) -> None:
     result = verify(sign(), resolver(tmp_path, GOOD_KEY))
     resinfo = authres.method("domainkeys", result)
     assert resinfo == (
-        f"domainkeys=pass (signature verified) header.d=messiah.edu header.s=test8 "
+        f"domainkeys=pass (ok) header.d=messiah.edu header.s=test8 "
         f"header.b={result.header_b[: authres.HEADER_B_CHARS]}"
     )
     unsigned = verify(BASE, resolver(tmp_path, "_domainkey.messiah.edu  o=-"))
