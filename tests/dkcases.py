@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dkimcases import serve_keytable
 from quailmail.auth.domainkeys import DomainKeysResult, sign_domainkeys, verify_domainkeys
 from quailmail.auth.keys import PrivateKey, parse_private_key
 from quailmail.auth.message import parse_message
 from quailmail.dns.resolver import DnsResolver
+
+from dkimcases import serve_keytable
 
 DATA = Path(__file__).parent / "data" / "domainkeys"
 VECTORS: dict[str, dict[str, str]] = {

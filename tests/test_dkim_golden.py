@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from dkimcases import DATA, ED_KEY, RSA_KEY, rfc8463_resolver, serve_keytable, verify
 from quailmail.auth.dkim.signature import parse_signature
 from quailmail.auth.dkim.verify import _header_digest
 from quailmail.auth.message import parse_message
 from quailmail.auth.results import Result
+
+from dkimcases import DATA, ED_KEY, RSA_KEY, rfc8463_resolver, serve_keytable, verify
 
 RFC8463 = DATA / "dkim" / "rfc8463"
 DKIMPY = DATA / "dkim" / "dkimpy"

@@ -10,13 +10,14 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dkimcases import DOMAIN, ED_KEY, ED_RECORD, RSA_KEY, RSA_RECORD, resolver
 from quailmail.auth.dkim import VerifyOptions, sign_dkim, verify_dkim
 from quailmail.auth.dkim.canonicalize import BODY_CANON
 from quailmail.auth.dkim.keyrecord import KeyRecordError, parse_key_record
 from quailmail.auth.dkim.signature import SignatureError, parse_signature
 from quailmail.auth.message import crlf_chunks, parse_message
 from quailmail.dns.resolver import DnsResolver
+
+from dkimcases import DOMAIN, ED_KEY, ED_RECORD, RSA_KEY, RSA_RECORD, resolver
 
 _RESOLVERS: list[DnsResolver] = []
 

@@ -7,6 +7,9 @@ import re
 
 import pytest
 
+from quailmail.auth.keys import parse_private_key
+from quailmail.auth.results import Result
+
 from dkimcases import (
     ED_KEY,
     ED_RECORD,
@@ -17,8 +20,6 @@ from dkimcases import (
     sign,
     verify,
 )
-from quailmail.auth.keys import parse_private_key
-from quailmail.auth.results import Result
 
 
 def _edit_sig(signed: bytes, pattern: bytes, repl: bytes) -> bytes:
@@ -216,9 +217,10 @@ def test_lf_line_endings_are_treated_as_crlf() -> None:
 def test_key_record_split_into_strings_and_fetched_over_tcp() -> None:
     """A 4096-bit key's record is split into 255-byte strings and does not fit
     in 512 bytes; the resolver joins the strings (and retries over TCP when cut)."""
-    from dkimcases import DOMAIN, shared_server
     from quailmail.auth.keys import generate
     from quailmail.dns.resolver import DnsResolver
+
+    from dkimcases import DOMAIN, shared_server
 
     big = generate("rsa", 4096)
     record = "v=DKIM1; k=rsa; p=" + big.public_record_value()

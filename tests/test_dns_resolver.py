@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dnsfixtures import FakeMonotonic, has_ipv6_loopback, resolver_for
 from quailmail.core.dns import DnsResult, DnsStatus, MxRecord
 from quailmail.dns.resolver import (
     DnsResolver,
@@ -23,6 +22,8 @@ from quailmail.dns.resolver import (
     servers_from_control,
 )
 from quailmail.dns.zoneserver import Fault, Zone, ZoneServer
+
+from dnsfixtures import FakeMonotonic, has_ipv6_loopback, resolver_for
 
 T = TypeVar("T")
 

@@ -7,19 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from dkcases import (
-    BASE,
-    DATA,
-    GOOD_KEY,
-    KEY,
-    KEY_FILES,
-    VECTORS,
-    keytable_resolver,
-    resolver,
-    sign,
-    verify,
-    without_signature,
-)
 from quailmail.auth import authres
 from quailmail.auth.domainkeys import (
     DkPolicy,
@@ -34,6 +21,20 @@ from quailmail.auth.domainkeys.keyrecord import granularity_matches
 from quailmail.auth.keys import generate, parse_private_key
 from quailmail.auth.message import parse_message
 from quailmail.auth.results import Result
+
+from dkcases import (
+    BASE,
+    DATA,
+    GOOD_KEY,
+    KEY,
+    KEY_FILES,
+    VECTORS,
+    keytable_resolver,
+    resolver,
+    sign,
+    verify,
+    without_signature,
+)
 
 # --- the eight vectors ---------------------------------------------------
 

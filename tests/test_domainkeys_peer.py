@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dkcases import DATA, GOOD_KEY, KEY_FILE, VECTORS, resolver, sign, verify
 from quailmail.auth.domainkeys import DkStatus
+
+from dkcases import DATA, GOOD_KEY, KEY_FILE, VECTORS, resolver, sign, verify
 
 pytestmark = pytest.mark.peer
 

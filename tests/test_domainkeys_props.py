@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dkcases import BASE, GOOD_KEY, KEY, resolver, sign
 from quailmail.auth import authres
 from quailmail.auth.domainkeys import DkStatus, verify_domainkeys
 from quailmail.auth.domainkeys.canonicalize import BodyCanonicalizer
@@ -18,6 +17,8 @@ from quailmail.auth.domainkeys.signature import parse_signature
 from quailmail.auth.domainkeys.status import DkProblem
 from quailmail.auth.message import crlf_chunks, parse_message
 from quailmail.dns.resolver import DnsResolver
+
+from dkcases import BASE, GOOD_KEY, KEY, resolver, sign
 
 _SETTINGS = settings(
     max_examples=150,

@@ -24,8 +24,9 @@ from dns.rdataclass import IN
 from dns.rdtypes.ANY.SOA import SOA
 from dns.rdtypes.ANY.TXT import TXT
 
-from dnsfixtures import has_ipv6_loopback
 from quailmail.dns.zoneserver import Fault, Zone, ZoneServer
+
+from dnsfixtures import has_ipv6_loopback
 
 KEY = "sel._domainkey.example.com"
 LONG = b"p=" + b"A" * 700
