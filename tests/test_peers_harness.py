@@ -410,13 +410,13 @@ def test_opendkim_unusable_signature_is_permerror() -> None:
     assert verdict.words == ["permerror"]
 
 
-# --- Mail::DKIM through a real resolver on loopback --------------------------------
+# --- Mail::DKIM and OpenDKIM through a real resolver on loopback --------------------------------
 
 
 class TinyDns:
-    """Just enough of an authoritative server for Net::DNS: TXT from a key
-    table over UDP on 127.0.0.1 (the loopback test DNS server of issue #2 will
-    replace it)."""
+    """Just enough of an authoritative server for Net::DNS and libunbound: TXT
+    from a key table over UDP on 127.0.0.1 (the project's loopback test DNS
+    server, being built beside this, will replace it)."""
 
     def __init__(self, table: dict[str, str]) -> None:
         self.table = {k.lower(): v for k, v in table.items()}
@@ -468,14 +468,21 @@ def tiny_dns(test_keys: Keys) -> Iterator[TinyDns]:
         yield server
 
 
-def test_mail_dkim_over_loopback_dns(tiny_dns: TinyDns, test_keys: Keys) -> None:
+@pytest.mark.parametrize(
+    ("verify", "missing"),
+    [(peers.mail_dkim_verify, "permerror"), (peers.opendkim_verify, "fail")],
+    ids=["mail_dkim", "opendkim"],
+)
+def test_over_loopback_dns(
+    verify: Callable[..., Verdict], missing: str, tiny_dns: TinyDns, test_keys: Keys
+) -> None:
     signed = _quail_sign(MESSAGE, test_keys.rsa)
     temp = _quail_sign(MESSAGE, test_keys.rsa, selector="temp")
     gone = _quail_sign(MESSAGE, test_keys.rsa, selector="gone")
     with skip_missing():
-        assert peers.mail_dkim_verify(signed, dns_port=tiny_dns.port).words == ["pass"]
-        assert peers.mail_dkim_verify(temp, dns_port=tiny_dns.port).words == ["temperror"]
-        assert peers.mail_dkim_verify(gone, dns_port=tiny_dns.port).words == ["permerror"]
+        assert verify(signed, dns_port=tiny_dns.port).words == ["pass"]
+        assert verify(temp, dns_port=tiny_dns.port).words == ["temperror"]
+        assert verify(gone, dns_port=tiny_dns.port).words == [missing]
 
 
 # --- missing peers skip, they do not fail --------------------------------------------

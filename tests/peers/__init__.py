@@ -10,7 +10,7 @@ each a `SignatureVerdict` with the peer's own `.result`, the RFC 8601 `.word`
 it amounts to, `.details`, `.domain`, `.selector`, `.algorithm`):
 
     mail_dkim_verify(msg, keytable)            Mail::DKIM (perl), or dns_port=PORT
-    opendkim_verify(msg, keytable)             opendkim -t with TestPublicKeys
+    opendkim_verify(msg, keytable)             opendkim -t with TestPublicKeys, or dns_port=PORT
     dkimpy_verify(msg, keytable)               dkimpy in process
     libdkim_verify(msg, keytable)              → (overall code, [letters]): the seeds' letters
     libdkim_verify_details(msg, keytable)      → LibdkimReport (codes, process status, …)

@@ -152,7 +152,8 @@ def signature_key_names(message: bytes) -> list[str]:
         name, _, value = raw.partition(b":")
         if name.strip().lower() != b"dkim-signature":
             continue
-        tags = dict(m.groups() for m in _SIG_NAME.finditer(re.sub(rb"\s+", b"", value)))
+        compact = re.sub(rb"\s+", b"", value)
+        tags: dict[bytes, bytes] = {m[1]: m[2] for m in _SIG_NAME.finditer(compact)}
         if b"s" in tags and b"d" in tags:
             names.append(f"{tags[b's'].decode()}._domainkey.{tags[b'd'].decode()}".lower())
     return names

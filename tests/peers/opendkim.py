@@ -5,12 +5,22 @@ Keys: `TestPublicKeys FILE` (opendkim.conf(5)), a file of
 of DNS (DKIM_QUERY_FILE).  NXDOMAIN entries are left out (a missing name is
 "key not found", as NXDOMAIN is); '""' becomes an empty value.  The file has
 no way to say "temporary DNS failure", so a table whose ~~SERVFAIL~~ entry a
-signature of the message asks for raises PeerUnsupported.
+signature of the message asks for raises PeerUnsupported.  With `dns_port=`
+the table is ignored and OpenDKIM's resolver (libunbound, through
+`ResolverConfiguration` and a forward-zone) asks 127.0.0.1:PORT: the real
+DNS path.  OpenDKIM writes no Authentication-Results when a key lookup
+fails for now (the filter answers 451): the verdict is then temperror for the
+one signature its log line names.
 
 Verdicts: with -vv, test mode prints the header fields the filter would add
 ("### INSHEADER: … hname='Authentication-Results' hvalue='…'"); each dkim=
 clause of that Authentication-Results is one signature, in header order.
-The exit status is 0 whatever the verdict (the default On-* actions accept).
+The exit status is 0 whatever the verdict (the default On-* actions accept),
+70 (EX_SOFTWARE) when the filter gave up at the end of the header because no
+signature was usable (e.g. d= "legitimate.com(.attacker.com"): permerror here.
+OpenDKIM 2.11's words differ from RFC 8601 in places: a missing or revoked
+key is "fail"; an empty TXT record and the damaged p= of dkimpy's
+keys-corrupt-rsa.dns are "temperror" (p=AAAA is permerror).
 
 Signing works in test mode too: Mode s with a KeyTable naming the key file
 and a `refile:` SigningTable of "*" (so any From: domain is signed with the
@@ -46,7 +56,21 @@ _INSHEADER = re.compile(rb"^### INSHEADER: idx=\d+ hname='([^']*)' hvalue='(.*?)
 _CLAUSE = re.compile(r"dkim=(\w+)(.*)", re.S)
 _REASON = re.compile(r'reason="([^"]*)"')
 _PROP = re.compile(r"\bheader\.([a-z])=(\S+)")
+_FAILED = re.compile(
+    r"verification \(s=(?P<s>[^,\s]+),? d=(?P<d>[^,\s]+),[^)]*\) failed: (?P<reason>.*)"
+)
 _WORDS = ("pass", "fail", "neutral", "policy", "temperror", "permerror", "none")
+
+
+# Debian's opendkim resolves through libunbound: ResolverConfiguration names an
+# unbound.conf, whose forward-zone sends every query to the loopback server.
+_UNBOUND = """server:
+    do-not-query-localhost: no
+    module-config: "iterator"
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{port}
+"""
 
 
 def _opendkim() -> str:
@@ -84,12 +108,15 @@ def _parse_authres(value: str) -> tuple[SignatureVerdict, ...]:
     return tuple(sigs)
 
 
-def opendkim_verify(message: bytes, keytable: KeyTable) -> Verdict:
-    """OpenDKIM's verdict on each DKIM-Signature of `message` (LF or CRLF)."""
+def opendkim_verify(
+    message: bytes, keytable: KeyTable | None = None, *, dns_port: int | None = None
+) -> Verdict:
+    """OpenDKIM's verdict on each DKIM-Signature of `message` (LF or CRLF).
+    With `dns_port`, keys are asked of a DNS server on 127.0.0.1:PORT instead."""
     opendkim = _opendkim()
     wanted = set(signature_key_names(message))
     lines = []
-    for name, value in keytable.items():
+    for name, value in (keytable or {}).items():
         key = name.lower().rstrip(".")
         if value == "NXDOMAIN":
             continue
@@ -105,10 +132,14 @@ def opendkim_verify(message: bytes, keytable: KeyTable) -> Verdict:
         keys = tmp / "keys.txt"
         keys.write_text("".join(lines), encoding="utf-8")
         conf = tmp / "opendkim.conf"
-        conf.write_text(
-            f"Mode v\nSyslog no\nAuthservID peers.test\nTestPublicKeys {keys}\n",
-            encoding="utf-8",
-        )
+        if dns_port is None:
+            source = f"TestPublicKeys {keys}"
+        else:
+            unbound = tmp / "unbound.conf"
+            unbound.write_text(_UNBOUND.format(port=dns_port), encoding="utf-8")
+            source = f"ResolverConfiguration {unbound}"
+        settings = ["Mode v", "Syslog no", "AuthservID peers.test", source]
+        conf.write_text("\n".join(settings) + "\n", encoding="utf-8")
         msg = tmp / "message.eml"
         msg.write_bytes(to_crlf(message))
         done = run([opendkim, "-x", str(conf), "-vv", "-t", str(msg)], peer=PEER, ok=(0, 70))
@@ -127,6 +158,20 @@ def opendkim_verify(message: bytes, keytable: KeyTable) -> Verdict:
                 for _ in range(max(1, len(signature_key_names(message))))
             )
             return Verdict(PEER, "permerror", sigs, details=reason, raw=raw)
+        failed = _FAILED.search(raw)
+        if "SETREPLY: rcode='451'" in raw or (failed and "DNS" in failed["reason"]):
+            # A key lookup that failed for now: the filter answers 451 (its
+            # default On-DNSError tempfail; "accept" passes the message with no
+            # header either), so only the signature it names gets a verdict.
+            reason = failed["reason"] if failed else "key retrieval failed (451)"
+            sig = SignatureVerdict(
+                result="tempfail",
+                word="temperror",
+                details=reason,
+                domain=failed["d"] if failed else "",
+                selector=failed["s"] if failed else "",
+            )
+            return Verdict(PEER, "temperror", (sig,), details=reason, raw=raw)
         raise PeerError(f"{PEER}: no Authentication-Results in {raw!r}")
     sigs = _parse_authres(results[0])
     return Verdict(PEER, message_word(sigs), sigs, details=results[0], raw=raw)
