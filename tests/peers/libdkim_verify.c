@@ -20,6 +20,10 @@
  * LETTER is 'A' - CODE for 0 >= CODE > DKIM_MAX_ERROR, '+' for the
  * non-negative "verified" codes other than 0 (DKIM_SUCCESS_BUT_EXTRA).
  * Exit 0 when the program ran (whatever the verdict), 2 on usage or I/O error.
+ *
+ * Linked with libdkim_fix.cpp against a copy of libdkim.a (see
+ * tests/peers/libdkim.py): Debian's build loses d= and s= of every signature
+ * in a broken copy constructor, and every good signature would end as L.
  */
 
 #include <stdio.h>
