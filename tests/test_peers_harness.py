@@ -24,11 +24,12 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-import peers
-from peers import Verdict, skip_missing
 from quailmail.auth import keys
 from quailmail.auth.dkim import sign_dkim
 from quailmail.auth.message import parse_message
+
+import peers
+from peers import Verdict, skip_missing
 
 pytestmark = pytest.mark.peer
 
