@@ -230,3 +230,18 @@ def test_key_record_split_into_strings_and_fetched_over_tcp() -> None:
     no_edns = DnsResolver(shared_server().addresses, timeout=2.0, edns_payload=None)
     assert verify(sign(key=big, selector="big"), no_edns).code == "A"
     assert shared_server().count(f"big._domainkey.{DOMAIN}") >= 2
+
+
+def test_an_added_unsigned_from_is_S() -> None:
+    """libdkim's DKIM_UNSIGNED_FROM (-18): a From the signature does not cover."""
+    signed = sign(headers=("from", "to", "subject"))
+    assert verify(signed, resolver(test=RSA_RECORD)).code == "A"
+    forged = b"From: mallory@evil.example\r\n" + signed
+    result = verify(forged, resolver(test=RSA_RECORD))
+    assert (result.code, result.result) == ("S", Result.FAIL)
+
+
+def test_body_change_under_a_testing_key_is_E() -> None:
+    signed = sign().replace(b"hungry yet?", b"hungry now?")
+    result = verify(signed, resolver(test=RSA_RECORD + "; t=y"))
+    assert (result.code, result.signatures[0].testing) == ("E", True)

@@ -208,6 +208,12 @@ async def verify_dkim(
                 )
             )
             continue
+        signed_froms = sig.headers.count("from")
+        if signed_froms < len(index.get("from", ())):
+            results.append(
+                _sig_result(DkimStatus.UNSIGNED_FROM, "a From field is not signed", sig)
+            )
+            continue
         body_key = (sig.body_canon, sig.hash_name, sig.length)
         pending.append((len(results), _Pending(sig, _header_digest(sig, index), body_key)))
         results.append(None)
@@ -281,14 +287,14 @@ async def _finish(
         )
 
     digest, canon_length = body_hashes[item.body_key]
+    # A failure under a testing key (t=y) is SIG_BAD_TESTING whatever failed,
+    # as libdkim reports it: RFC 6376 §3.6.1 asks that such mail be treated
+    # as unsigned, and DKVERIFY letters for body-hash failures must not bite.
+    body_status = DkimStatus.SIG_BAD_TESTING if testing else DkimStatus.BAD_BODY_HASH
     if sig.length is not None and canon_length is not None and canon_length < sig.length:
-        return _sig_result(
-            DkimStatus.BAD_BODY_HASH, "body is shorter than l= says", sig, testing=testing
-        )
+        return _sig_result(body_status, "body is shorter than l= says", sig, testing=testing)
     if digest != sig.bh:
-        return _sig_result(
-            DkimStatus.BAD_BODY_HASH, "body hash did not verify", sig, testing=testing
-        )
+        return _sig_result(body_status, "body hash did not verify", sig, testing=testing)
     if not _check(public, sig, item.header_digest):
         status = DkimStatus.SIG_BAD_TESTING if testing else DkimStatus.SIG_BAD
         return _sig_result(status, "signature did not verify", sig, testing=testing)
