@@ -40,6 +40,9 @@
 #define DNSRESP_SUCCESS 0
 #define DNSRESP_TEMP_FAIL 1
 #define DNSRESP_PERM_FAIL 2
+#define DNSRESP_DOMAIN_NAME_TOO_LONG 3
+/* libdkim's own DNSGetTXT refuses longer names before asking DNS. */
+#define MAX_DOMAIN 254
 
 struct entry {
 	char *name;
@@ -94,6 +97,8 @@ static int DKIM_CALL selector_callback(const char *fqdn, char *buf, int buflen)
 	size_t i, n;
 	const char *value;
 
+	if (strlen(fqdn) > MAX_DOMAIN)
+		return DNSRESP_DOMAIN_NAME_TOO_LONG;
 	for (i = 0; i < ntable; i++) {
 		if (strcasecmp(table[i].name, fqdn) != 0)
 			continue;

@@ -210,9 +210,7 @@ async def verify_dkim(
             continue
         signed_froms = sig.headers.count("from")
         if signed_froms < len(index.get("from", ())):
-            results.append(
-                _sig_result(DkimStatus.UNSIGNED_FROM, "a From field is not signed", sig)
-            )
+            results.append(_sig_result(DkimStatus.UNSIGNED_FROM, "a From field is not signed", sig))
             continue
         body_key = (sig.body_canon, sig.hash_name, sig.length)
         pending.append((len(results), _Pending(sig, _header_digest(sig, index), body_key)))
