@@ -135,3 +135,35 @@ def test_verifying_arbitrary_bytes_ends_in_a_result(raw: bytes) -> None:
     for data in (raw, b"DKIM-Signature: " + raw, b"DKIM-Signature: v=1; a=rsa-sha256; " + raw):
         result = asyncio.run(verify_dkim(parse_message(data), res, options=VerifyOptions()))
         assert result.code in "ABCDEFGHIJKLMNOPQRS"
+
+
+_field_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(" \t"),
+    max_size=40,
+)
+
+
+@st.composite
+def header_fields(draw: st.DrawFn) -> bytes:
+    name = draw(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,12}", fullmatch=True))
+    before = draw(st.sampled_from(["", " ", "\t "]))
+    parts = [draw(_field_text) for _ in range(draw(st.integers(1, 3)))]
+    folds = [draw(st.sampled_from(["\r\n ", "\r\n\t", "\r\n  \t"])) for _ in parts[1:]]
+    value = parts[0] + "".join(f + p for f, p in zip(folds, parts[1:], strict=True))
+    if draw(st.booleans()):
+        value = "\r\n " + value  # folded right after the colon
+    return f"{name}{before}:{value}".encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(header_fields(), min_size=1, max_size=6))
+def test_batch_header_canonicalization_matches_one_by_one(fields: list[bytes]) -> None:
+    from quailmail.auth.dkim.canonicalize import (
+        header_relaxed,
+        header_simple,
+        headers_relaxed,
+        headers_simple,
+    )
+
+    assert headers_relaxed(fields) == b"".join(header_relaxed(f) for f in fields)
+    assert headers_simple(fields) == b"".join(header_simple(f) for f in fields)

@@ -57,15 +57,45 @@ class Message:
     body_offset: int
     # Line ending the message itself uses, so that added header fields match.
     linesep: bytes
+    # True when every line ends in CRLF (known from SMTP, or found out once,
+    # so that DKIM and DomainKeys do not each look again); None: not yet known.
+    crlf: bool | None = None
+    _by_name: dict[str, list[bytes]] | None = None
 
     def body_chunks(self) -> Iterator[bytes]:
         """The body, raw (line endings as in `data`), in chunks."""
-        view = memoryview(self.data)
-        for start in range(self.body_offset, len(self.data), CHUNK):
+        data = self.data
+        if len(data) - self.body_offset <= CHUNK:
+            if self.body_offset < len(data):
+                yield data[self.body_offset :]
+            return
+        view = memoryview(data)
+        for start in range(self.body_offset, len(data), CHUNK):
             yield bytes(view[start : start + CHUNK])
+
+    def crlf_body(self) -> Iterator[bytes]:
+        """The body in chunks with every line ending CRLF, for the hashers."""
+        if self.crlf is None:
+            # Two counts over the body, done once per message: cheaper than a
+            # check per chunk per method, and most mail needs no conversion.
+            start = self.body_offset
+            self.crlf = self.data.count(b"\n", start) == self.data.count(b"\r\n", start)
+        if self.crlf:
+            return self.body_chunks()
+        return crlf_chunks(self.body_chunks())
 
     def body_bytes(self) -> bytes:
         return self.data[self.body_offset :]
+
+    def fields_by_name(self) -> dict[str, list[bytes]]:
+        """Lowercase name → the raw fields of that name, top to bottom (built
+        once; signers and verifiers pick fields from the bottom up)."""
+        if self._by_name is None:
+            index: dict[str, list[bytes]] = {}
+            for header in self.headers:
+                index.setdefault(header.lname, []).append(header.raw)
+            self._by_name = index
+        return self._by_name
 
     def find(self, lname: str) -> list[Header]:
         return [h for h in self.headers if h.lname == lname]
@@ -93,14 +123,23 @@ def crlf_chunks(chunks: Iterator[bytes] | list[bytes]) -> Iterator[bytes]:
         yield carry
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, *, crlf: bool = False) -> Message:
     """Split the header section off `data` (CRLF or LF line endings).
 
     The header section ends at the first empty line (RFC 5322 §2.1); a message
     without one is all header.  Lines that are neither a field nor a
     continuation (an mbox "From " line, garbage) are skipped: no signature can
-    cover them by name.
+    cover them by name.  `crlf=True` says the caller knows every line ends in
+    CRLF (the SMTP receiver refuses bare LF), which spares looking.
     """
+    end = data.find(b"\r\n\r\n")
+    if (
+        end > 0
+        and data[:2] != b"\r\n"
+        and (crlf or data.count(b"\n", 0, end) == data.count(b"\r\n", 0, end))
+    ):
+        # The usual case: CRLF header lines, then the first empty line.
+        return Message(data, split_headers(data[:end]), end + 4, CRLF, True if crlf else None)
     first_nl = data.find(b"\n")
     linesep = b"\n" if first_nl > 0 and data[first_nl - 1] != 0x0D else CRLF
     pos = 0
@@ -119,7 +158,8 @@ def parse_message(data: bytes) -> Message:
         head_end = size - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
     else:
         head_end = max(0, head_end - (2 if data[:head_end].endswith(b"\r\n") else 1))
-    return Message(data, split_headers(to_crlf(data[:head_end])), body_offset, linesep)
+    headers = split_headers(to_crlf(data[:head_end]))
+    return Message(data, headers, body_offset, linesep, True if crlf else None)
 
 
 _FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")

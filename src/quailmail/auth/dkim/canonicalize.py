@@ -8,7 +8,7 @@ constant whatever the message size.
 
 from __future__ import annotations
 
-import re
+import hashlib
 from typing import Protocol
 
 
@@ -33,6 +33,56 @@ def header_relaxed(raw: bytes) -> bytes:
 
 
 HEADER_CANON = {"simple": header_simple, "relaxed": header_relaxed}
+
+
+def headers_simple(fields: list[bytes]) -> bytes:
+    """Several fields canonicalized at once, each with its CRLF."""
+    return b"\r\n".join(fields) + b"\r\n"
+
+
+def headers_relaxed(fields: list[bytes]) -> bytes:
+    """`header_relaxed` over several fields in one pass of bytes operations:
+    unfold and squeeze whitespace over the joined block (a field's own first
+    line never starts with WSP, so only folds are CRLF + WSP), then lowercase
+    the names and drop the space the squeeze may leave after each colon."""
+    block = b"\r\n".join(fields) + b"\r\n"
+    if b"\r\n\t" in block:
+        block = block.replace(b"\r\n\t", b"\t")
+    if b"\r\n " in block:
+        block = block.replace(b"\r\n ", b" ")
+    out = []
+    for line in _relax(block).split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        out.append(name.rstrip(b" ").lower() + b":" + value)
+    return b"\r\n".join(out) + b"\r\n"
+
+
+HEADERS_CANON = {"simple": headers_simple, "relaxed": headers_relaxed}
+
+
+def select_fields(names: tuple[str, ...] | list[str], index: dict[str, list[bytes]]) -> list[bytes]:
+    """§5.4.2: the fields h= names, each instance taken from the bottom up; a
+    name listed more often than present contributes nothing (oversigning)."""
+    fields: list[bytes] = []
+    used: dict[str, int] = {}
+    for name in names:
+        present = index.get(name)
+        if not present:
+            continue
+        n = used.get(name, 0) + 1
+        if n <= len(present):
+            used[name] = n
+            fields.append(present[-n])
+    return fields
+
+
+def header_hash(hash_name: str, canon: str, fields: list[bytes], signature_field: bytes) -> bytes:
+    """§3.7: the selected fields, then the signature field (b= empty) without
+    its final CRLF, canonicalized and hashed."""
+    data = HEADERS_CANON[canon]([*fields, signature_field])[:-2]
+    return hashlib.new(hash_name, data).digest()
 
 
 # --- body --------------------------------------------------------------------
@@ -119,11 +169,26 @@ class BodyCanonicalizer:
         self._emitted = True
         self._pending = n - 1
 
+    @staticmethod
+    def _transform(block: bytes) -> bytes:
+        """What the canonicalization does to complete lines (none: simple)."""
+        return block
+
     def update(self, chunk: bytes) -> None:
-        raise NotImplementedError
+        if self._carry:
+            chunk = bytes(self._carry) + chunk
+            self._carry.clear()
+        if not chunk.endswith(b"\r\n"):
+            cut = _line_cut(chunk)
+            self._carry += chunk[cut:]
+            chunk = chunk[:cut]
+        if chunk:
+            self._lines(self._transform(chunk))
 
     def finish(self) -> None:
-        raise NotImplementedError
+        if self._carry:
+            self._lines(self._transform(bytes(self._carry) + b"\r\n"))
+            self._carry.clear()
 
 
 class SimpleBody(BodyCanonicalizer):
@@ -132,21 +197,8 @@ class SimpleBody(BodyCanonicalizer):
 
     __slots__ = ()
 
-    def update(self, chunk: bytes) -> None:
-        if self._carry:
-            chunk = bytes(self._carry) + chunk
-            self._carry.clear()
-        cut = _line_cut(chunk)
-        if cut < len(chunk):
-            self._carry += chunk[cut:]
-            chunk = chunk[:cut]
-        if chunk:
-            self._lines(chunk)
-
     def finish(self) -> None:
-        if self._carry:
-            self._lines(bytes(self._carry) + b"\r\n")
-            self._carry.clear()
+        super().finish()
         if not self._emitted:
             self._emit(b"\r\n")
 
@@ -157,21 +209,9 @@ class RelaxedBody(BodyCanonicalizer):
 
     __slots__ = ()
 
-    def update(self, chunk: bytes) -> None:
-        if self._carry:
-            chunk = bytes(self._carry) + chunk
-            self._carry.clear()
-        cut = _line_cut(chunk)
-        if cut < len(chunk):
-            self._carry += chunk[cut:]
-            chunk = chunk[:cut]
-        if chunk:
-            self._lines(_relax(chunk))
-
-    def finish(self) -> None:
-        if self._carry:
-            self._lines(_relax(bytes(self._carry) + b"\r\n"))
-            self._carry.clear()
+    @staticmethod
+    def _transform(block: bytes) -> bytes:
+        return _relax(block)
 
 
 def _line_cut(chunk: bytes) -> int:
@@ -201,7 +241,10 @@ def strip_b_value(raw: bytes) -> bytes:
     """The signature field with the b= value emptied (§3.5 b=, §3.7): every
     byte between "b=" and the next ";" (or the end) is removed, FWS included."""
     name, colon, value = raw.partition(b":")
-    return name + colon + _B_TAG.sub(rb"\1", value)
-
-
-_B_TAG = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+    parts = value.split(b";")
+    for i, part in enumerate(parts):
+        tag, eq, _ = part.partition(b"=")
+        if eq and tag.strip(b" \t\r\n") == b"b":
+            parts[i] = tag + b"="
+            return name + colon + b";".join(parts)
+    return raw

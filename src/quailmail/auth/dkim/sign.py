@@ -12,11 +12,11 @@ import hashlib
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
-from quailmail.auth.dkim.canonicalize import BODY_CANON, HEADER_CANON, Hasher
+from quailmail.auth.dkim.canonicalize import BODY_CANON, Hasher, header_hash, select_fields
 from quailmail.auth.dkim.signature import ALGORITHMS, CANONS
 from quailmail.auth.dkim.verify import _PREHASHED
 from quailmail.auth.keys import PrivateKey
-from quailmail.auth.message import Message, address_domain, crlf_chunks
+from quailmail.auth.message import Message, address_domain
 
 # Signed when present (RFC 6376 §5.4.1's list, plus the list headers).
 DEFAULT_HEADERS = (
@@ -111,7 +111,7 @@ def sign_dkim(
     body_hasher = hashlib.new(hash_name)
     counter = _Counting(body_hasher)
     body_canonicalizer = BODY_CANON[body_canon](counter if body_length else body_hasher, None)
-    for chunk in crlf_chunks(message.body_chunks()):
+    for chunk in message.crlf_body():
         body_canonicalizer.update(chunk)
     body_canonicalizer.finish()
     length = counter.count
@@ -136,21 +136,8 @@ def sign_dkim(
     lines.append(" b=")
     unsigned = "\r\n".join(lines).encode("utf-8")
 
-    # Header hash (§3.7): the signed fields bottom-up, then this field.
-    canon_fn = HEADER_CANON[header_canon]
-    index: dict[str, list[bytes]] = {}
-    for header in message.headers:
-        index.setdefault(header.lname, []).append(header.raw)
-    hasher = hashlib.new(hash_name)
-    used: dict[str, int] = {}
-    for name in names:
-        n = used.get(name, 0) + 1
-        fields = index.get(name, ())
-        if n <= len(fields):
-            used[name] = n
-            hasher.update(canon_fn(fields[-n]))
-    hasher.update(canon_fn(unsigned)[:-2])
-    digest = hasher.digest()
+    fields = select_fields(names, message.fields_by_name())
+    digest = header_hash(hash_name, header_canon, fields, unsigned)
 
     if isinstance(key.key, ed25519.Ed25519PrivateKey):
         signature = key.key.sign(digest)

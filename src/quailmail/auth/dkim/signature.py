@@ -39,7 +39,7 @@ class SignatureError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per signature on the hot path; never mutated
 class DkimSignature:
     raw: bytes  # the whole header field, as received
     tags: dict[str, str]

@@ -18,12 +18,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from quailmail.auth.dkim.canonicalize import BODY_CANON, HEADER_CANON, strip_b_value
+from quailmail.auth.dkim.canonicalize import (
+    BODY_CANON,
+    header_hash,
+    select_fields,
+    strip_b_value,
+)
 from quailmail.auth.dkim.keyrecord import KeyRecordError, check_record, parse_key_record
 from quailmail.auth.dkim.signature import DkimSignature, SignatureError, parse_signature
 from quailmail.auth.dkim.status import DkimStatus
 from quailmail.auth.keys import PublicKey
-from quailmail.auth.message import Message, crlf_chunks
+from quailmail.auth.message import Message
 from quailmail.auth.results import Result
 from quailmail.auth.tagvalue import TagValueError, parse_tag_list
 from quailmail.core.clock import Clock, SystemClock
@@ -137,23 +142,9 @@ class _Pending:
 
 
 def _header_digest(sig: DkimSignature, index: dict[str, list[bytes]]) -> bytes:
-    """§3.7: the h= fields, each instance taken from the bottom up, then this
-    signature field with b= emptied and no final CRLF.  A name listed more
-    often than present contributes nothing (oversigning, §5.4.2)."""
-    canon = HEADER_CANON[sig.header_canon]
-    hasher = hashlib.new(sig.hash_name)
-    used: dict[str, int] = {}
-    for name in sig.headers:
-        fields = index.get(name)
-        if not fields:
-            continue
-        n = used.get(name, 0) + 1
-        if n > len(fields):
-            continue
-        used[name] = n
-        hasher.update(canon(fields[-n]))
-    hasher.update(canon(strip_b_value(sig.raw))[:-2])
-    return hasher.digest()
+    return header_hash(
+        sig.hash_name, sig.header_canon, select_fields(sig.headers, index), strip_b_value(sig.raw)
+    )
 
 
 async def verify_dkim(
@@ -171,9 +162,7 @@ async def verify_dkim(
 
     results: list[DkimSignatureResult | None] = []
     pending: list[tuple[int, _Pending]] = []
-    index: dict[str, list[bytes]] = {}
-    for header in message.headers:
-        index.setdefault(header.lname, []).append(header.raw)
+    index = message.fields_by_name()
 
     for position, header in enumerate(fields):
         if position >= opts.max_signatures:
@@ -240,7 +229,7 @@ def _hash_body(
         canon, hash_name, limit = key
         hasher = hashlib.new(hash_name)
         states.append((key, hasher, BODY_CANON[canon](hasher, limit)))
-    for chunk in crlf_chunks(message.body_chunks()):
+    for chunk in message.crlf_body():
         for _, _, canonicalizer in states:
             canonicalizer.update(chunk)
     out: dict[tuple[Any, ...], tuple[bytes, int | None]] = {}

@@ -15,7 +15,7 @@ An unterminated last line gets its CRLF ("Append CRLF to the resulting line",
 as libdomainkeys does); Mail::DKIM hashes it without one.  Mail received over
 SMTP always ends in CRLF, so only files can tell the two apart.
 
-The body is taken chunk by chunk (after `crlf_chunks`) and never joined.
+The body is taken chunk by chunk (CRLF already, `Message.crlf_body`) and never joined.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from quailmail.auth.domainkeys.signature import Canon
-from quailmail.auth.message import CRLF, Header, crlf_chunks
+from quailmail.auth.message import CRLF, Header
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
 # RFC 4870 defines one algorithm, rsa-sha1: SHA-1 is the protocol, not a choice.
@@ -97,12 +97,13 @@ class BodyCanonicalizer:
 
 def digest(headers: Iterable[Header], body_chunks: Iterable[bytes], canon: Canon) -> bytes:
     """SHA-1 of the canonicalized headers and body, which rsa-sha1 (the only
-    a= RFC 4870 defines) then signs as a prehashed digest."""
+    a= RFC 4870 defines) then signs as a prehashed digest.  `body_chunks`
+    have CRLF line endings already (`Message.crlf_body`)."""
     hasher = hashlib.sha1()  # noqa: S324 (see PREHASHED_SHA1)
     for header in headers:
         hasher.update(canonical_header(header, canon))
     body = BodyCanonicalizer(canon)
-    for chunk in crlf_chunks(iter(body_chunks)):
+    for chunk in body_chunks:
         hasher.update(body.feed(chunk))
     hasher.update(body.finish())
     return hasher.digest()

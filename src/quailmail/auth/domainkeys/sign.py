@@ -75,7 +75,7 @@ def sign_domainkeys(
         for name in names:
             if not _H_NAME.match(name):
                 raise DomainKeysSigningError(f"header name {name[:40]!r} cannot be listed in h=")
-    hashed = digest(signed, message.body_chunks(), canon)
+    hashed = digest(signed, message.crlf_body(), canon)
     signature = key.key.sign(hashed, padding.PKCS1v15(), PREHASHED_SHA1)
     field = format_signature(
         canon=canon,

@@ -144,9 +144,7 @@ async def _check(
             DkStatus.BADKEY,
             f"key is for {shown(key.granularity)}@ only (g=), not {shown(signer.local)}@",
         )
-    hashed = digest(
-        select_headers(below, signature.headers), message.body_chunks(), signature.canon
-    )
+    hashed = digest(select_headers(below, signature.headers), message.crlf_body(), signature.canon)
     try:
         key.key.verify(signed, hashed, padding.PKCS1v15(), PREHASHED_SHA1)
     except InvalidSignature:
