@@ -165,6 +165,10 @@ def parse_message(data: bytes, *, crlf: bool = False) -> Message:
 _FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")
 
 
+# RFC 5322 §3.6.8 ftext, then the obsolete WSP before the colon (§4.5.8).
+_FIELD_NAME = re.compile(rb"[!-9;-~]+[ \t]*")
+
+
 def split_headers(block: bytes) -> list[Header]:
     """Split a CRLF header block (no final CRLF) into fields, unfolding nothing.
 
@@ -173,16 +177,11 @@ def split_headers(block: bytes) -> list[Header]:
     headers: list[Header] = []
     if not block:
         return headers
+    match = _FIELD_NAME.fullmatch
     for raw in _FIELD_BREAK.split(block):
-        name, colon, _ = raw.partition(b":")
-        if not colon:
-            continue
-        if name[:1] in (b" ", b"\t") and (b"\r\n" in name or not name.strip()):
-            continue  # a stray continuation at the top of the block
-        stripped = name.strip(b" \t")
-        if not stripped or b" " in stripped or b"\t" in stripped or b"\r\n" in stripped:
-            continue
-        headers.append(Header(stripped.decode("ascii", "replace"), raw))
+        colon = raw.find(b":")
+        if colon > 0 and match(raw, 0, colon):
+            headers.append(Header(raw[:colon].rstrip(b" \t").decode("ascii"), raw))
     return headers
 
 

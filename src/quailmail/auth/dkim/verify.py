@@ -45,6 +45,10 @@ class VerifyOptions:
     max_signatures: int = 8  # bound the work a message can ask of us (RFC 6376 §8.4)
 
 
+_DEFAULT_OPTIONS = VerifyOptions()
+_SYSTEM_CLOCK = SystemClock()
+
+
 @dataclass(frozen=True, slots=True)
 class DkimSignatureResult:
     status: DkimStatus
@@ -154,17 +158,16 @@ async def verify_dkim(
     options: VerifyOptions | None = None,
     clock: Clock | None = None,
 ) -> DkimResult:
-    opts = options or VerifyOptions()
-    now = (clock or SystemClock()).now()
-    fields = [h for h in message.headers if h.lname == "dkim-signature"]
+    opts = options or _DEFAULT_OPTIONS
+    index = message.fields_by_name()
+    fields = index.get("dkim-signature")
     if not fields:
         return DkimResult(DkimStatus.NO_SIG, Result.NONE, "no signature", ())
+    now = (clock or _SYSTEM_CLOCK).now()
 
     results: list[DkimSignatureResult | None] = []
     pending: list[tuple[int, _Pending]] = []
-    index = message.fields_by_name()
-
-    for position, header in enumerate(fields):
+    for position, raw in enumerate(fields):
         if position >= opts.max_signatures:
             results.append(
                 _sig_result(
@@ -173,9 +176,9 @@ async def verify_dkim(
             )
             continue
         try:
-            sig = parse_signature(header.raw, now=now)
+            sig = parse_signature(raw, now=now)
         except SignatureError as exc:
-            partial = _partial(header.raw)
+            partial = _partial(raw)
             results.append(
                 DkimSignatureResult(
                     exc.status,
