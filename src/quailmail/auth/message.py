@@ -139,7 +139,7 @@ def parse_message(data: bytes, *, crlf: bool = False) -> Message:
         and (crlf or data.count(b"\n", 0, end) == data.count(b"\r\n", 0, end))
     ):
         # The usual case: CRLF header lines, then the first empty line.
-        return Message(data, split_headers(data[:end]), end + 4, CRLF, True if crlf else None)
+        return _framed(data, data[:end], end + 4, CRLF, crlf)
     first_nl = data.find(b"\n")
     linesep = b"\n" if first_nl > 0 and data[first_nl - 1] != 0x0D else CRLF
     pos = 0
@@ -158,8 +158,7 @@ def parse_message(data: bytes, *, crlf: bool = False) -> Message:
         head_end = size - (2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0)
     else:
         head_end = max(0, head_end - (2 if data[:head_end].endswith(b"\r\n") else 1))
-    headers = split_headers(to_crlf(data[:head_end]))
-    return Message(data, headers, body_offset, linesep, True if crlf else None)
+    return _framed(data, to_crlf(data[:head_end]), body_offset, linesep, crlf)
 
 
 _FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")
@@ -183,6 +182,14 @@ def split_headers(block: bytes) -> list[Header]:
         if colon > 0 and match(raw, 0, colon):
             headers.append(Header(raw[:colon].rstrip(b" \t").decode("ascii"), raw))
     return headers
+
+
+def _framed(data: bytes, block: bytes, body_offset: int, linesep: bytes, crlf: bool) -> Message:
+    headers = split_headers(block)
+    index: dict[str, list[bytes]] = {}
+    for header in headers:
+        index.setdefault(header.lname, []).append(header.raw)
+    return Message(data, headers, body_offset, linesep, True if crlf else None, index)
 
 
 def address_domain(value: str) -> tuple[str, str] | None:

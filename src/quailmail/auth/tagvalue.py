@@ -9,9 +9,6 @@ p=) remove it themselves, because the rule differs per tag.
 
 from __future__ import annotations
 
-import re
-
-_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = " \t\r\n"
 
 
@@ -23,17 +20,17 @@ def parse_tag_list(text: str) -> dict[str, str]:
     """Parse a tag-list into an ordered dict; duplicate tags are an error (§3.2)."""
     tags: dict[str, str] = {}
     parts = text.split(";")
-    last = len(parts) - 1
-    for index, part in enumerate(parts):
-        if not part.strip(_FWS):
-            if index == last and index > 0:
-                continue  # a trailing ";" is allowed
-            raise TagValueError("empty tag-spec")
+    if not parts[-1].strip(_FWS) and len(parts) > 1:
+        parts.pop()  # a trailing ";" is allowed
+    for part in parts:
         name, eq, value = part.partition("=")
-        if not eq:
-            raise TagValueError(f"tag without '=': {part.strip(_FWS)[:40]!r}")
         name = name.strip(_FWS)
-        if not _TAG_NAME.match(name):
+        if not eq:
+            if not part.strip(_FWS):
+                raise TagValueError("empty tag-spec")
+            raise TagValueError(f"tag without '=': {part.strip(_FWS)[:40]!r}")
+        # tag-name = ALPHA *ALNUMPUNC (ALNUMPUNC: ALPHA / DIGIT / "_")
+        if not (name.isascii() and name.isidentifier()) or name[0] == "_":
             raise TagValueError(f"bad tag name {name[:40]!r}")
         if name in tags:
             raise TagValueError(f"duplicate tag {name!r}")

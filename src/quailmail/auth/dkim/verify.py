@@ -49,7 +49,9 @@ _DEFAULT_OPTIONS = VerifyOptions()
 _SYSTEM_CLOCK = SystemClock()
 
 
-@dataclass(frozen=True, slots=True)
+# Results are plain slotted classes, not frozen ones: a frozen dataclass costs
+# ~1 µs more to build, on the per-message path; nothing mutates them.
+@dataclass(slots=True)
 class DkimSignatureResult:
     status: DkimStatus
     result: Result
@@ -66,7 +68,7 @@ class DkimSignatureResult:
         return self.status.letter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DkimResult:
     status: DkimStatus
     result: Result
