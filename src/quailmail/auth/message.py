@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 CRLF = b"\r\n"
 # Body chunks handed to hashers: big enough that per-chunk Python overhead
@@ -48,19 +47,41 @@ class Header:
         return self.value.replace(b"\r\n", b"").decode("utf-8", "surrogateescape").strip(" \t")
 
 
-@dataclass(slots=True)
 class Message:
-    """Parsed header section plus where the body starts in `data`."""
+    """Parsed header section plus where the body starts in `data`.
 
-    data: bytes
-    headers: list[Header]
-    body_offset: int
-    # Line ending the message itself uses, so that added header fields match.
-    linesep: bytes
-    # True when every line ends in CRLF (known from SMTP, or found out once,
-    # so that DKIM and DomainKeys do not each look again); None: not yet known.
-    crlf: bool | None = None
-    _by_name: dict[str, list[bytes]] | None = None
+    The header fields are kept as (name, raw) pairs with an index by
+    lowercase name; `Header` objects are made only when `headers` is asked
+    for, since DKIM verification needs just the index (per-message path)."""
+
+    __slots__ = ("_by_name", "_fields", "_headers", "body_offset", "crlf", "data", "linesep")
+
+    def __init__(
+        self,
+        data: bytes,
+        fields: list[tuple[str, bytes]],
+        by_name: dict[str, list[bytes]],
+        body_offset: int,
+        linesep: bytes,
+        *,
+        crlf: bool | None = None,
+    ) -> None:
+        self.data = data
+        self._fields = fields
+        self._by_name = by_name
+        self._headers: list[Header] | None = None
+        self.body_offset = body_offset
+        # Line ending the message itself uses, so that added header fields match.
+        self.linesep = linesep
+        # True when every line ends in CRLF (known from SMTP, or found out once,
+        # so that DKIM and DomainKeys do not each look again); None: not yet known.
+        self.crlf = crlf
+
+    @property
+    def headers(self) -> list[Header]:
+        if self._headers is None:
+            self._headers = [Header(name, raw) for name, raw in self._fields]
+        return self._headers
 
     def body_chunks(self) -> Iterator[bytes]:
         """The body, raw (line endings as in `data`), in chunks."""
@@ -88,13 +109,8 @@ class Message:
         return self.data[self.body_offset :]
 
     def fields_by_name(self) -> dict[str, list[bytes]]:
-        """Lowercase name → the raw fields of that name, top to bottom (built
-        once; signers and verifiers pick fields from the bottom up)."""
-        if self._by_name is None:
-            index: dict[str, list[bytes]] = {}
-            for header in self.headers:
-                index.setdefault(header.lname, []).append(header.raw)
-            self._by_name = index
+        """Lowercase name → the raw fields of that name, top to bottom
+        (signers and verifiers pick fields from the bottom up)."""
         return self._by_name
 
     def find(self, lname: str) -> list[Header]:
@@ -169,27 +185,40 @@ _FIELD_NAME = re.compile(rb"[!-9;-~]+[ \t]*")
 
 
 def split_headers(block: bytes) -> list[Header]:
-    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing.
+    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing."""
+    return [Header(name, raw) for name, raw in _split(block)[0]]
+
+
+def _split(block: bytes) -> tuple[list[tuple[str, bytes]], dict[str, list[bytes]]]:
+    """(name, raw) per field, and the raws by lowercase name.
 
     A line that is neither a field nor a continuation is skipped, and so is a
     continuation line at the very top (it belongs to no field)."""
-    headers: list[Header] = []
+    fields: list[tuple[str, bytes]] = []
+    index: dict[str, list[bytes]] = {}
     if not block:
-        return headers
+        return fields, index
     match = _FIELD_NAME.fullmatch
     for raw in _FIELD_BREAK.split(block):
         colon = raw.find(b":")
         if colon > 0 and match(raw, 0, colon):
-            headers.append(Header(raw[:colon].rstrip(b" \t").decode("ascii"), raw))
-    return headers
+            name = raw[:colon]
+            if raw[colon - 1] in (0x20, 0x09):  # "Subject :" (obsolete syntax)
+                name = name.rstrip(b" \t")
+            text = name.decode("ascii")
+            fields.append((text, raw))
+            lname = text.lower()
+            same = index.get(lname)
+            if same is None:
+                index[lname] = [raw]
+            else:
+                same.append(raw)
+    return fields, index
 
 
 def _framed(data: bytes, block: bytes, body_offset: int, linesep: bytes, crlf: bool) -> Message:
-    headers = split_headers(block)
-    index: dict[str, list[bytes]] = {}
-    for header in headers:
-        index.setdefault(header.lname, []).append(header.raw)
-    return Message(data, headers, body_offset, linesep, True if crlf else None, index)
+    fields, index = _split(block)
+    return Message(data, fields, index, body_offset, linesep, crlf=True if crlf else None)
 
 
 def address_domain(value: str) -> tuple[str, str] | None:

@@ -24,6 +24,7 @@ ALGORITHMS = {
 }
 CANONS = ("simple", "relaxed")
 REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")
+_REQUIRED = frozenset(REQUIRED)
 
 # RFC 6376 §3.5 d= and s= are domain-name / selector syntax: LDH labels
 # (underscore tolerated in selectors, as seen in the field).
@@ -66,7 +67,10 @@ class DkimSignature:
 
 def _b64(value: str, tag: str) -> bytes:
     try:
-        return base64.b64decode(strip_fws(value), validate=True)
+        return base64.b64decode(
+            strip_fws(value) if " " in value or "\t" in value or "\n" in value else value,
+            validate=True,
+        )
     except (binascii.Error, ValueError):
         raise SignatureError(DkimStatus.BAD_SYNTAX, f"{tag}= is not valid base64") from None
 
@@ -89,8 +93,8 @@ def parse_signature(raw: bytes, *, now: float | None = None) -> DkimSignature:
         raise SignatureError(DkimStatus.BAD_SYNTAX, f"signature does not parse: {exc}") from None
     if "v" in tags and tags["v"] != "1":
         raise SignatureError(DkimStatus.STAT_INCOMPAT, f"unsupported version v={tags['v'][:20]}")
-    missing = [tag for tag in REQUIRED if tag not in tags]
-    if missing:
+    if not tags.keys() >= _REQUIRED:
+        missing = [tag for tag in REQUIRED if tag not in tags]
         raise SignatureError(
             DkimStatus.BAD_SYNTAX, f"signature lacks required tag {', '.join(missing)}"
         )
@@ -98,7 +102,8 @@ def parse_signature(raw: bytes, *, now: float | None = None) -> DkimSignature:
     if algorithm not in ALGORITHMS:
         raise SignatureError(DkimStatus.BAD_SYNTAX, f"unknown algorithm a={tags['a'][:30]}")
     key_type, hash_name = ALGORITHMS[algorithm]
-    b = _b64(tags["b"], "b")
+    b_text = strip_fws(tags["b"])
+    b = _b64(b_text, "b")
     bh = _b64(tags["bh"], "bh")
     if not b:
         raise SignatureError(DkimStatus.BAD_SYNTAX, "b= is empty")
@@ -113,11 +118,11 @@ def parse_signature(raw: bytes, *, now: float | None = None) -> DkimSignature:
     if len(selector) + len("._domainkey.") + len(domain) > 253:
         raise SignatureError(DkimStatus.DOMAIN_TOO_LONG, "selector name too long to look up")
 
-    canon = tags.get("c", "simple").lower().split("/")
-    if len(canon) > 2 or any(c not in CANONS for c in canon):
+    header_canon, slash, body_canon = tags.get("c", "simple").lower().partition("/")
+    if not slash:
+        body_canon = "simple"  # §3.5 c=: the body default is simple
+    if header_canon not in CANONS or body_canon not in CANONS:
         raise SignatureError(DkimStatus.BAD_SYNTAX, f"unknown canonicalization c={tags['c']}")
-    header_canon = canon[0]
-    body_canon = canon[1] if len(canon) == 2 else "simple"
 
     headers = tuple(strip_fws(tags["h"]).lower().split(":"))
     if "" in headers:
@@ -155,7 +160,7 @@ def parse_signature(raw: bytes, *, now: float | None = None) -> DkimSignature:
         hash_name=hash_name,
         b=b,
         bh=bh,
-        b_text=strip_fws(tags["b"]),
+        b_text=b_text,
         domain=domain,
         selector=selector,
         headers=headers,
