@@ -230,7 +230,8 @@ def _relax(block: bytes) -> bytes:
     while b"  " in block:
         block = block.replace(b"  ", b" ")
     if b" \r\n" in block:
-        block = block.replace(b" \r\n", b"\r\n")
+        # split + join: one search; bytes.replace counts first, then copies.
+        block = b"\r\n".join(block.split(b" \r\n"))
     return block
 
 
