@@ -183,13 +183,7 @@ def test_quail_sign_command_output_passes_in_the_peers(
 def _peer_sign(peer: str, message: bytes, k: Keys, *, ed: bool = False) -> bytes:
     path, selector = (k.ed_path, "ed") if ed else (k.rsa_path, "rsa")
     algorithm = "ed25519-sha256" if ed else "rsa-sha256"
-    if peer == "mail_dkim":
-        return peers.mail_dkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    if peer == "opendkim":
-        return peers.opendkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    if peer == "dkimpy":
-        return peers.dkimpy_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    return peers.libdkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
+    return peers.sign_with(peer, message, path, selector, DOMAIN, algorithm=algorithm)
 
 
 @pytest.mark.parametrize("peer", ["mail_dkim", "opendkim", "dkimpy", "libdkim"])

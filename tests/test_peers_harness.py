@@ -211,13 +211,7 @@ def test_dkimpy_expected_libdkim(libdkim_bin: object) -> None:
 def _sign(signer: str, message: bytes, k: Keys, algorithm: str) -> bytes:
     selector = "ed" if algorithm.startswith("ed25519") else "rsa"
     path = k.ed25519_path if selector == "ed" else k.rsa_path
-    if signer == "mail_dkim":
-        return peers.mail_dkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    if signer == "opendkim":
-        return peers.opendkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    if signer == "dkimpy":
-        return peers.dkimpy_sign(message, path, selector, DOMAIN, algorithm=algorithm)
-    return peers.libdkim_sign(message, path, selector, DOMAIN, algorithm=algorithm)
+    return peers.sign_with(signer, message, path, selector, DOMAIN, algorithm=algorithm)
 
 
 SIGNERS = ["mail_dkim", "opendkim", "dkimpy", "libdkim"]

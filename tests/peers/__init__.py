@@ -32,6 +32,8 @@ Each module's docstring says how its peer is given the keys and what it is
 known to do differently.
 """
 
+from pathlib import Path
+
 from peers._base import (
     KeyTable,
     PeerError,
@@ -60,7 +62,23 @@ from peers.libdkim import (
 from peers.mail_dkim import mail_dkim_sign, mail_dkim_verify, mail_dkim_version
 from peers.opendkim import opendkim_sign, opendkim_verify, opendkim_version
 
+SIGNERS = {
+    "mail_dkim": mail_dkim_sign,
+    "opendkim": opendkim_sign,
+    "dkimpy": dkimpy_sign,
+    "libdkim": libdkim_sign,
+}
+
+
+def sign_with(
+    peer: str, message: bytes, key_path: Path, selector: str, domain: str, *, algorithm: str
+) -> bytes:
+    """`message` signed by the named peer (a key of `algorithm`'s type)."""
+    return SIGNERS[peer](message, key_path, selector, domain, algorithm=algorithm)
+
+
 __all__ = [
+    "SIGNERS",
     "KeyTable",
     "LibdkimReport",
     "LibdkimResult",
@@ -88,6 +106,7 @@ __all__ = [
     "opendkim_verify",
     "opendkim_version",
     "prepend_field",
+    "sign_with",
     "skip_missing",
     "to_crlf",
     "write_keytable",
