@@ -4,6 +4,8 @@
   `Authentication-Results: bltweb.net; domainkeys=pass (ok); dkim=pass (ok)`),
   with header.d / header.s / header.b properties (RFC 6008 §4: header.b is a
   prefix of the signature, long enough to tell signatures apart).
+- DMARC (`dmarc=fail (p=reject dis=reject) header.from=example.com`) and
+  ADSP (`dkim-adsp=discard (…) header.from=…`) resinfos.
 - s/qmail's `X-Authentication-Results: SENDER dkim=pass|fail (reason) MTA`
   (qmail-dkverify, ../shared/seeds/004_*).
 """
@@ -12,9 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from quailmail.auth.results import Result
+
+if TYPE_CHECKING:
+    from quailmail.auth.adsp import AdspResult
+    from quailmail.auth.dmarc import DmarcResult
 
 HEADER_B_CHARS = 12
 _UNSAFE_COMMENT = re.compile(r"[()\\\r\n]")
@@ -68,6 +74,40 @@ def method(name: str, verdict: Verdict) -> str:
 
 def none_method(name: str, reason: str) -> str:
     return f"{name}={Result.NONE.value} {comment(reason)}".rstrip()
+
+
+def dmarc(result: DmarcResult) -> str:
+    """`dmarc=fail (p=reject dis=reject) header.from=example.com`.
+
+    RFC 7489 §11.2 registers the method, its five results and header.from
+    (the RFC5322.From domain).  The comment is OpenDMARC's and Gmail's: the
+    published policy (`sp=` too when the record has one) and the disposition
+    asked for after pct sampling; without a record it gives the reason.
+    """
+    parts = [f"dmarc={result.result.value}"]
+    record = result.record
+    if record is not None:
+        policy = f"p={record.p}" + (f" sp={record.sp}" if record.sp is not None else "")
+        parts.append(comment(f"{policy} dis={result.disposition}"))
+    elif result.reason:
+        parts.append(comment(result.reason))
+    if result.from_domain:
+        parts.append(f"header.from={_value(result.from_domain)}")
+    return " ".join(parts)
+
+
+def adsp(result: AdspResult, header_from: str | None = None) -> str:
+    """`dkim-adsp=fail (reason) header.from=user@example.com`.
+
+    RFC 5617 §5.4 defines header.from as the From field's address; when the
+    caller does not hand it in, the author domain stands for it."""
+    parts = [f"dkim-adsp={result.result.value}"]
+    if result.reason:
+        parts.append(comment(result.reason))
+    shown = header_from or result.domain
+    if shown:
+        parts.append(f"header.from={_value(shown)}")
+    return " ".join(parts)
 
 
 def authentication_results(authserv_id: str, resinfos: Iterable[str]) -> str:
