@@ -21,7 +21,7 @@ from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS
 from quailmail.auth.spf.macro import MacroError, MacroString, expand, parse_macro_string
 from quailmail.auth.spf.record import Mechanism, Modifier, SpfRecord, SpfSyntaxError, parse_record
 from quailmail.auth.spf.result import HELO, MAILFROM, PRA, SpfResult, SpfVerdict
-from quailmail.auth.spf.senderid import check_senderid, pra
+from quailmail.auth.spf.senderid import check_senderid, pra, pra_field
 
 __all__ = [
     "DEFAULT_EXPLANATION",
@@ -47,5 +47,6 @@ __all__ = [
     "parse_macro_string",
     "parse_record",
     "pra",
+    "pra_field",
     "split_sender",
 ]

@@ -10,10 +10,30 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from quailmail.auth.spf.evaluate import Abort, Evaluation, Outcome, evaluate, explain, well_formed
+from quailmail.auth.spf.evaluate import (
+    Abort,
+    Evaluation,
+    Outcome,
+    evaluate,
+    explain,
+    split_sender,
+    well_formed,
+)
 from quailmail.auth.spf.result import HELO, MAILFROM, SpfResult, SpfVerdict
 from quailmail.core.clock import Clock
 from quailmail.core.dns import Resolver
+
+__all__ = [
+    "DEFAULT_EXPLANATION",
+    "TIME_LIMIT",
+    "Address",
+    "check_helo",
+    "check_host",
+    "check_mailfrom",
+    "client_address",
+    "run_check",
+    "split_sender",
+]
 
 TIME_LIMIT = 20.0  # §4.6.4: at least 20 s for the whole check, then temperror
 DEFAULT_EXPLANATION = "SPF fail - not authorized"
@@ -120,18 +140,6 @@ async def check_helo(
     )
 
 
-def split_sender(sender: str) -> tuple[str, str]:
-    """(local-part, domain) of a <sender> (§4.3): the local-part defaults
-    to "postmaster", a sender without "@" is taken as a bare domain, and a
-    trailing dot on the domain is dropped."""
-    local, at, domain = sender.rpartition("@")
-    if not at:
-        local, domain = "", sender
-    if domain.endswith("."):
-        domain = domain[:-1]
-    return local or "postmaster", domain
-
-
 async def run_check(
     ip: str | Address,
     domain: str,
@@ -147,16 +155,11 @@ async def run_check(
     time_limit: float | None,
 ) -> SpfVerdict:
     address = client_address(ip)
-    local, sender_domain = split_sender(sender)
-    if local == "postmaster" and not sender.rpartition("@")[0]:
-        sender = f"postmaster@{sender_domain}"  # §4.3
     if domain.endswith("."):
         domain = domain[:-1]
-    check = Evaluation(
-        resolver, address, sender, local, sender_domain, helo, receiver or "unknown", scope, clock
+    check = Evaluation.start(
+        resolver, address, sender, helo=helo, receiver=receiver, scope=scope, clock=clock
     )
-    check.ip_int = int(address)
-    check.v6 = address.version == 6
     explanation = ""
     mechanism = None
     try:
@@ -177,7 +180,7 @@ async def run_check(
     return SpfVerdict(
         result=result,
         domain=domain,
-        sender=sender,
+        sender=check.sender,
         client_ip=str(address),
         helo=helo,
         identity=identity,

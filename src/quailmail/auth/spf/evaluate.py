@@ -112,6 +112,29 @@ class Evaluation:
     ptr_status: DnsStatus = DnsStatus.ANSWER
     validated: dict[str, bool] = field(default_factory=dict)
 
+    @classmethod
+    def start(
+        cls,
+        resolver: Resolver,
+        ip: Address,
+        sender: str,
+        *,
+        helo: str = "",
+        receiver: str = "unknown",
+        scope: str = MAILFROM,
+        clock: Clock | None = None,
+    ) -> Evaluation:
+        """A fresh evaluation for a client (IPv4-mapped already unmapped)."""
+        local, sender_domain = split_sender(sender)
+        if not sender.rpartition("@")[0]:
+            sender = f"postmaster@{sender_domain}"  # §4.3: no local-part
+        check = cls(
+            resolver, ip, sender, local, sender_domain, helo, receiver or "unknown", scope, clock
+        )
+        check.ip_int = int(ip)
+        check.v6 = ip.version == 6
+        return check
+
     def count_term(self, term: str) -> None:
         self.lookups += 1
         if self.lookups > MAX_DNS_TERMS:  # §4.6.4
@@ -203,6 +226,18 @@ class Evaluation:
             if name.lower().endswith("." + lowered):
                 return name
         return validated[0] if validated else "unknown"
+
+
+def split_sender(sender: str) -> tuple[str, str]:
+    """(local-part, domain) of a <sender> (§4.3): the local-part defaults
+    to "postmaster", a sender without "@" is taken as a bare domain, and a
+    trailing dot on the domain is dropped."""
+    local, at, domain = sender.rpartition("@")
+    if not at:
+        local, domain = "", sender
+    if domain.endswith("."):
+        domain = domain[:-1]
+    return local or "postmaster", domain
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,22 @@ _TRACE = frozenset({"received", "return-path"})
 def pra(message: Message) -> str | None:
     """The Purported Responsible Address (RFC 4407 §2), or None when the
     message is ill-formed for it (§2 step 6)."""
+    found = pra_field(message)
+    return found[1] if found else None
+
+
+def pra_field(message: Message) -> tuple[str, str] | None:
+    """(lower-case field name, PRA): the PRA and the field it came from
+    (for Authentication-Results' `header.<field>=`), or None."""
     fields = [(h.lname, h.text()) for h in message.headers]
     chosen = _choose(fields)
     if chosen is None:
         return None
-    return _single_mailbox(chosen)
+    address = _single_mailbox(chosen[1])
+    return None if address is None else (chosen[0], address)
 
 
-def _choose(fields: list[tuple[str, str]]) -> str | None:
+def _choose(fields: list[tuple[str, str]]) -> tuple[str, str] | None:
     nonempty = [(i, name, value) for i, (name, value) in enumerate(fields) if value]
     # Step 1: the first non-empty Resent-Sender, unless a Resent-From comes
     # before it with Received or Return-Path fields in between (then the
@@ -46,16 +54,16 @@ def _choose(fields: list[tuple[str, str]]) -> str | None:
         froms = [i for i, name, _ in nonempty if name == "resent-from" and i < at]
         older = any(name in _TRACE for name, _ in fields[froms[0] + 1 : at]) if froms else False
         if not older:
-            return resent_sender[2]
+            return "resent-sender", resent_sender[2]
     # Step 2: the first non-empty Resent-From.
     for _, name, value in nonempty:
         if name == "resent-from":
-            return value
+            return name, value
     # Steps 3 and 4: exactly one non-empty Sender, else exactly one From.
     for wanted in ("sender", "from"):
         values = [value for _, name, value in nonempty if name == wanted]
         if len(values) == 1:
-            return values[0]
+            return wanted, values[0]
         if values:
             return None  # several: step 6
     return None
