@@ -7,7 +7,6 @@ Sender ID (`senderid.py`) runs the same evaluation on its own records.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 from quailmail.auth.spf.evaluate import (
@@ -70,7 +69,8 @@ async def check_host(
     "postmaster", §4.3); `helo` fills %{h}, `receiver` %{r} (§7.3).
     `default_explanation` (a macro-string, §6.2) explains a fail whose
     record has no usable exp=.  `clock` gives %{t} (the system's if None).
-    `time_limit` bounds the whole check (§4.6.4); past it: temperror.
+    `time_limit` bounds the whole check (§4.6.4): past it, the next DNS
+    term ends the check with temperror.
     Raises ValueError only for an `ip` that is not an address.
     """
     return await run_check(
@@ -155,19 +155,29 @@ async def run_check(
     time_limit: float | None,
 ) -> SpfVerdict:
     address = client_address(ip)
+    # ipaddress takes IPv4 only in its canonical form, so the text is the
+    # str() of the address, spared (a third of a microsecond per check counts).
+    ip_text = (
+        ip
+        if isinstance(ip, str) and address.version == 4 and "." in ip and ":" not in ip
+        else str(address)
+    )
     if domain.endswith("."):
         domain = domain[:-1]
     check = Evaluation.start(
-        resolver, address, sender, helo=helo, receiver=receiver, scope=scope, clock=clock
+        resolver,
+        address,
+        sender,
+        helo=helo,
+        receiver=receiver,
+        scope=scope,
+        clock=clock,
+        time_limit=time_limit,
     )
     explanation = ""
     mechanism = None
     try:
-        if time_limit is None:
-            outcome = await evaluate(check, domain)
-        else:
-            async with asyncio.timeout(time_limit):
-                outcome = await evaluate(check, domain)
+        outcome = await evaluate(check, domain)
         result = outcome.result
         mechanism = outcome.mechanism.text if outcome.mechanism else None
         reason = _reason(result, outcome, domain)
@@ -175,13 +185,11 @@ async def run_check(
             explanation = await explain(check, outcome, default_explanation)
     except Abort as abort:
         result, reason = abort.result, abort.reason
-    except TimeoutError:
-        result, reason = SpfResult.TEMPERROR, f"no result within {time_limit:g} s"
     return SpfVerdict(
         result=result,
         domain=domain,
         sender=check.sender,
-        client_ip=str(address),
+        client_ip=ip_text,
         helo=helo,
         identity=identity,
         receiver=check.receiver,

@@ -11,9 +11,12 @@ verdict: §4.6.4 and §5.2 end the whole check_host() at the first one.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+from math import inf
 
 from quailmail.auth.spf.macro import MacroError, MacroString, expand, expand_domain
 from quailmail.auth.spf.record import (
@@ -108,9 +111,11 @@ class Evaluation:
     v6: bool = False
     lookups: int = 0
     voids: int = 0
+    deadline: float = inf  # loop time past which the check gives up (§4.6.4)
+    time_limit: float = inf
     ptr_names: list[str] | None = None  # first 10 PTR names, or [] on error
     ptr_status: DnsStatus = DnsStatus.ANSWER
-    validated: dict[str, bool] = field(default_factory=dict)
+    validated: dict[str, bool] | None = None  # PTR name -> resolves back (§5.5)
 
     @classmethod
     def start(
@@ -123,8 +128,10 @@ class Evaluation:
         receiver: str = "unknown",
         scope: str = MAILFROM,
         clock: Clock | None = None,
+        time_limit: float | None = None,
     ) -> Evaluation:
-        """A fresh evaluation for a client (IPv4-mapped already unmapped)."""
+        """A fresh evaluation for a client (IPv4-mapped already unmapped);
+        `time_limit` in seconds, None for none."""
         local, sender_domain = split_sender(sender)
         if not sender.rpartition("@")[0]:
             sender = f"postmaster@{sender_domain}"  # §4.3: no local-part
@@ -133,9 +140,18 @@ class Evaluation:
         )
         check.ip_int = int(ip)
         check.v6 = ip.version == 6
+        if time_limit is not None:
+            check.time_limit = time_limit
+            check.deadline = asyncio.get_running_loop().time() + time_limit
         return check
 
     def count_term(self, term: str) -> None:
+        """Before each DNS-querying term: the limits of §4.6.4.  The elapsed
+        time is checked here rather than with a timer, which would cost every
+        check a scheduled callback; a lookup in flight past the deadline ends
+        at the resolver's own timeout (DnsResolver's, 5 s by default)."""
+        if self.deadline is not inf and asyncio.get_running_loop().time() > self.deadline:
+            raise Abort(SpfResult.TEMPERROR, f"no result within {self.time_limit:g} s")
         self.lookups += 1
         if self.lookups > MAX_DNS_TERMS:  # §4.6.4
             raise Abort(SpfResult.PERMERROR, f"more than {MAX_DNS_TERMS} DNS lookups (at {term})")
@@ -207,6 +223,8 @@ class Evaluation:
         """§5.5: a PTR name is validated when it resolves back to the client;
         an error on that lookup skips the name."""
         key = name.lower()
+        if self.validated is None:
+            self.validated = {}
         known = self.validated.get(key)
         if known is None:
             answer = await (self.resolver.aaaa if self.v6 else self.resolver.a)(name)
@@ -228,6 +246,7 @@ class Evaluation:
         return validated[0] if validated else "unknown"
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def split_sender(sender: str) -> tuple[str, str]:
     """(local-part, domain) of a <sender> (§4.3): the local-part defaults
     to "postmaster", a sender without "@" is taken as a bare domain, and a
@@ -248,6 +267,7 @@ class Outcome:
     domain: str
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def well_formed(domain: str) -> bool:
     """§4.3: a multi-label name, labels of 1 to 63 octets (a trailing dot
     allowed), at most 253 in all, not a domain literal nor all-numeric at
