@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 
 from quailmail.auth.spf.evaluate import (
+    MAX_DNS_TERMS,
+    MAX_VOID_LOOKUPS,
     Abort,
     Evaluation,
     Outcome,
@@ -62,6 +64,8 @@ async def check_host(
     default_explanation: str = DEFAULT_EXPLANATION,
     clock: Clock | None = None,
     time_limit: float | None = TIME_LIMIT,
+    max_dns_terms: int = MAX_DNS_TERMS,
+    max_void_lookups: int = MAX_VOID_LOOKUPS,
 ) -> SpfVerdict:
     """RFC 7208 §4 check_host(<ip>, <domain>, <sender>).
 
@@ -71,6 +75,8 @@ async def check_host(
     record has no usable exp=.  `clock` gives %{t} (the system's if None).
     `time_limit` bounds the whole check (§4.6.4): past it, the next DNS
     term ends the check with temperror.
+    The limits of §4.6.4 may be raised (a record checker counting how far
+    past 10 a policy goes); a receiver keeps the RFC's.
     Raises ValueError only for an `ip` that is not an address.
     """
     return await run_check(
@@ -85,6 +91,8 @@ async def check_host(
         default_explanation=default_explanation,
         clock=clock,
         time_limit=time_limit,
+        max_dns_terms=max_dns_terms,
+        max_void_lookups=max_void_lookups,
     )
 
 
@@ -153,6 +161,8 @@ async def run_check(
     default_explanation: str,
     clock: Clock | None,
     time_limit: float | None,
+    max_dns_terms: int = MAX_DNS_TERMS,
+    max_void_lookups: int = MAX_VOID_LOOKUPS,
 ) -> SpfVerdict:
     address = client_address(ip)
     # ipaddress takes IPv4 only in its canonical form, so the text is the
@@ -174,6 +184,7 @@ async def run_check(
         clock=clock,
         time_limit=time_limit,
     )
+    check.max_terms, check.max_voids = max_dns_terms, max_void_lookups
     explanation = ""
     mechanism = None
     try:

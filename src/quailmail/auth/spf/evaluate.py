@@ -111,6 +111,8 @@ class Evaluation:
     v6: bool = False
     lookups: int = 0
     voids: int = 0
+    max_terms: int = MAX_DNS_TERMS
+    max_voids: int = MAX_VOID_LOOKUPS
     deadline: float = inf  # loop time past which the check gives up (§4.6.4)
     time_limit: float = inf
     ptr_names: list[str] | None = None  # first 10 PTR names, or [] on error
@@ -153,15 +155,13 @@ class Evaluation:
         if self.deadline is not inf and asyncio.get_running_loop().time() > self.deadline:
             raise Abort(SpfResult.TEMPERROR, f"no result within {self.time_limit:g} s")
         self.lookups += 1
-        if self.lookups > MAX_DNS_TERMS:  # §4.6.4
-            raise Abort(SpfResult.PERMERROR, f"more than {MAX_DNS_TERMS} DNS lookups (at {term})")
+        if self.lookups > self.max_terms:  # §4.6.4
+            raise Abort(SpfResult.PERMERROR, f"more than {self.max_terms} DNS lookups (at {term})")
 
     def count_void(self, term: str) -> None:
         self.voids += 1
-        if self.voids > MAX_VOID_LOOKUPS:  # §4.6.4
-            raise Abort(
-                SpfResult.PERMERROR, f"more than {MAX_VOID_LOOKUPS} void lookups (at {term})"
-            )
+        if self.voids > self.max_voids:  # §4.6.4
+            raise Abort(SpfResult.PERMERROR, f"more than {self.max_voids} void lookups (at {term})")
 
     # -- macros (§7) ----------------------------------------------------------------
 
