@@ -49,6 +49,7 @@ run:
 
 bench: install peers
 	$(BIN)/python bench/dkim.py
+	$(BIN)/python bench/spf.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

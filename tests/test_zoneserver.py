@@ -179,6 +179,42 @@ def test_faults_per_name(dns_server: ZoneServer) -> None:
     assert dns_server.count(rdtype="A") == 1
 
 
+def test_fault_per_type(dns_server: ZoneServer) -> None:
+    """A server that drops TXT (or type SPF) questions but answers A, as the
+    RFC 7208 suite's "txttimeout" scenario has it; the type's fault wins."""
+    zone = dns_server.zone
+    name = "txttimeout.example.net"
+    zone.add_a(name, "192.0.2.1")
+    zone.add_txt(name, "v=spf1 -all")
+    zone.set_fault(name, Fault.TIMEOUT, "TXT")
+    assert ask(dns_server, name, "A").rcode() == dns.rcode.NOERROR
+    with pytest.raises(dns.exception.Timeout):
+        ask(dns_server, name, timeout=0.1)
+    zone.set_fault(name, Fault.SERVFAIL)  # the whole name ...
+    zone.set_fault(name, Fault.REFUSED, dns.rdatatype.TXT)  # ... but TXT differs
+    assert ask(dns_server, name, "A").rcode() == dns.rcode.SERVFAIL
+    assert ask(dns_server, name).rcode() == dns.rcode.REFUSED
+    zone.set_fault(name, None, "TXT")
+    assert ask(dns_server, name).rcode() == dns.rcode.SERVFAIL
+    zone.set_fault(name, None)
+    assert strings(ask(dns_server, name).answer[0]) == [(b"v=spf1 -all",)]
+    zone.set_fault(name, Fault.TIMEOUT, "MX")
+    zone.clear()  # faults go with the records
+    assert ask(dns_server, name, "MX").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_records_of_type_spf(dns_server: ZoneServer) -> None:
+    """Type SPF (99, RFC 4408 §3.1.1) is served apart from TXT."""
+    zone = dns_server.zone
+    zone.add_spf("spfonly.example.net", ["v=spf1 ", "-all"])
+    (rrset,) = ask(dns_server, "spfonly.example.net", "SPF").answer
+    assert rrset.rdtype == dns.rdatatype.SPF
+    assert [tuple(rd.strings) for rd in rrset] == [(b"v=spf1 ", b"-all")]
+    nodata = ask(dns_server, "spfonly.example.net", "TXT")
+    assert nodata.rcode() == dns.rcode.NOERROR
+    assert nodata.answer == []
+
+
 def test_zone_changes_while_running(dns_server: ZoneServer) -> None:
     dns_server.zone.add_txt(KEY, "old")
     assert strings(ask(dns_server, KEY).answer[0]) == [(b"old",)]

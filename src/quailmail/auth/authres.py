@@ -8,6 +8,8 @@
   ADSP (`dkim-adsp=discard (…) header.from=…`) resinfos.
 - s/qmail's `X-Authentication-Results: SENDER dkim=pass|fail (reason) MTA`
   (qmail-dkverify, ../shared/seeds/004_*).
+- SPF and Sender ID: the `spf=` and `sender-id=` resinfos (RFC 8601 §2.7.2)
+  and the `Received-SPF:` field of RFC 7208 §9.1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from quailmail.auth.results import Result
+from quailmail.auth.spf.result import HELO, SpfResult, SpfVerdict
 
 if TYPE_CHECKING:
     from quailmail.auth.adsp import AdspResult
@@ -122,3 +125,76 @@ def x_authentication_results(sender: str, verdict_result: Result, reason: str, m
     word = "pass" if verdict_result is Result.PASS else "fail"
     why = f" {comment(reason)}" if word == "fail" and reason else ""
     return f"X-Authentication-Results: {sender} dkim={word}{why} {mta}"
+
+
+# -- SPF and Sender ID ---------------------------------------------------------------------
+
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def spf_comment(verdict: SpfVerdict) -> str:
+    """What the verdict means, in the words receivers have long used."""
+    sender, ip, why = verdict.sender, verdict.client_ip, verdict.reason
+    result = verdict.result
+    if result is SpfResult.PASS:
+        return f"domain of {sender} designates {ip} as permitted sender"
+    if result is SpfResult.FAIL:
+        return f"domain of {sender} does not designate {ip} as permitted sender"
+    if result is SpfResult.SOFTFAIL:
+        return f"domain of transitioning {sender} does not designate {ip} as permitted sender"
+    if result is SpfResult.NEUTRAL:
+        return f"{ip} is neither permitted nor denied by domain of {sender}"
+    if result is SpfResult.NONE:
+        return f"domain of {sender} does not designate permitted sender hosts"
+    if result is SpfResult.TEMPERROR:
+        return f"temporary error in processing during lookup of {sender}: {why}"
+    return f"permanent error in processing domain of {sender}: {why}"
+
+
+def spf_method(verdict: SpfVerdict) -> str:
+    """`spf=pass (…) smtp.mailfrom=…` (RFC 8601 §2.7.2); the HELO identity
+    is reported as smtp.helo."""
+    parts = [f"spf={verdict.result.value}", comment(spf_comment(verdict))]
+    if verdict.identity == HELO:
+        parts.append(f"smtp.helo={_value(verdict.helo)}")
+    else:
+        parts.append(f"smtp.mailfrom={_value(verdict.sender)}")
+    return " ".join(parts)
+
+
+def senderid_method(verdict: SpfVerdict, field: str = "from") -> str:
+    """`sender-id=pass (…) header.from=…` (RFC 8601 §2.7.2): `field` is the
+    header field the PRA was taken from (RFC 4407 §2)."""
+    parts = [f"sender-id={verdict.result.value}", comment(spf_comment(verdict))]
+    if verdict.sender:
+        parts.append(f"header.{field.lower()}={_value(verdict.sender)}")
+    return " ".join(parts)
+
+
+def _kv(text: str) -> str:
+    # RFC 7208 §9.1: key-value-pair = key [CFWS] "=" ( dot-atom / quoted-string )
+    if _DOT_ATOM.fullmatch(text):
+        return text
+    clean = text.replace("\r", " ").replace("\n", " ")
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def received_spf(verdict: SpfVerdict) -> str:
+    """The `Received-SPF:` field of RFC 7208 §9.1 (no line ending, unfolded):
+    the result, a comment, then receiver, client-ip, envelope-from, helo,
+    identity, and mechanism or problem where there is one."""
+    pairs = [
+        ("receiver", verdict.receiver),
+        ("client-ip", verdict.client_ip),
+        ("envelope-from", verdict.sender),
+    ]
+    if verdict.helo:
+        pairs.append(("helo", verdict.helo))
+    pairs.append(("identity", verdict.identity))
+    if verdict.mechanism:
+        pairs.append(("mechanism", verdict.mechanism))
+    if verdict.problem:
+        pairs.append(("problem", verdict.problem))
+    why = comment(f"{verdict.receiver}: {spf_comment(verdict)}")
+    body = "; ".join(f"{key}={_kv(value)}" for key, value in pairs)
+    return f"Received-SPF: {verdict.result.value} {why} {body};"

@@ -9,7 +9,9 @@ question, what an authoritative server says (RFC 1034 §4.3.2):
   other types or only has names below it (an empty non-terminal, RFC 8020);
 - NXDOMAIN with the SOA in authority, whose MINIMUM sets negative caching
   (RFC 2308 §3);
-- or an injected fault for the name: SERVFAIL, REFUSED, or no answer at all.
+- or an injected fault for the name, or for one type at the name: SERVFAIL,
+  REFUSED, or no answer at all (servers that time out on type SPF or TXT
+  while answering A exist, and the SPF suites of RFC 7208 test them).
 
 All methods lock, because tests change the zone while the server thread reads
 it.  Loaders for the text formats live in `quailmail.dns.zonefile`.
@@ -34,6 +36,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 from dns.rdtypes.ANY.CNAME import CNAME
+from dns.rdtypes.ANY.SPF import SPF
 from dns.rdtypes.ANY.TXT import TXT
 
 IN = dns.rdataclass.IN
@@ -99,7 +102,8 @@ class Zone:
         self.ttl = ttl
         self._lock = threading.RLock()
         self._rrsets: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], dns.rrset.RRset] = {}
-        self._faults: dict[dns.name.Name, Fault] = {}
+        # (name, None) fails every question for the name; (name, type) one type.
+        self._faults: dict[tuple[dns.name.Name, dns.rdatatype.RdataType | None], Fault] = {}
         self._names: set[dns.name.Name] = set()  # owners and all their ancestors
         self.set_soa(soa_ttl, soa_minimum)
 
@@ -142,6 +146,18 @@ class Zone:
         with self._lock:
             self._put(to_name(name), rdata, ttl)
 
+    def add_spf(
+        self,
+        name: str | dns.name.Name,
+        value: bytes | str | Sequence[bytes | str],
+        ttl: int | None = None,
+    ) -> None:
+        """A record of type SPF (99, RFC 4408 §3.1.1), which RFC 7208 §3.1
+        dropped: checkers must not use it, and tests show they do not."""
+        rdata = SPF(IN, dns.rdatatype.SPF, txt_strings(value))
+        with self._lock:
+            self._put(to_name(name), rdata, ttl)
+
     def add_a(self, name: str, address: str, ttl: int | None = None) -> None:
         self.add(name, dns.rdatatype.A, address, ttl)
 
@@ -158,13 +174,22 @@ class Zone:
     def add_cname(self, name: str, target: str, ttl: int | None = None) -> None:
         self.add(name, dns.rdatatype.CNAME, target, ttl)
 
-    def set_fault(self, name: str | dns.name.Name, fault: Fault | None) -> None:
-        """Make every question for exactly `name` fail this way (None: heal)."""
+    def set_fault(
+        self,
+        name: str | dns.name.Name,
+        fault: Fault | None,
+        rdtype: str | dns.rdatatype.RdataType | None = None,
+    ) -> None:
+        """Make every question for exactly `name` fail this way, or only
+        questions of type `rdtype` (None: heal).  A fault for the type wins
+        over one for the whole name."""
+        kind = None if rdtype is None else dns.rdatatype.RdataType.make(rdtype)
+        key = (to_name(name), kind)
         with self._lock:
             if fault is None:
-                self._faults.pop(to_name(name), None)
+                self._faults.pop(key, None)
             else:
-                self._faults[to_name(name)] = fault
+                self._faults[key] = fault
 
     def remove(
         self, name: str | dns.name.Name, rdtype: str | dns.rdatatype.RdataType | None = None
@@ -342,7 +367,7 @@ class Zone:
     def lookup(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> Lookup:
         """What an authoritative server answers for (qname, rdtype, IN)."""
         with self._lock:
-            fault = self._faults.get(qname)
+            fault = self._faults.get((qname, rdtype)) or self._faults.get((qname, None))
             if fault is not None:
                 return Lookup(fault=fault)
             if not qname.is_subdomain(self.origin):
