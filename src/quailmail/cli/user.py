@@ -47,6 +47,9 @@ def _read_password(args: argparse.Namespace) -> str:
         line = sys.stdin.readline()
         password = line.removesuffix("\n").removesuffix("\r")
     else:
+        if not sys.stdin.isatty():
+            # getpass would fall back to reading stdin with a warning.
+            raise CliError("no terminal to ask for the password: use --password-stdin")
         try:
             password = getpass.getpass("New password: ")
             again = getpass.getpass("Again: ")
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             users.set_password(root, args.address, _read_password(args))
         else:
             users.delete_user(root, args.address)
+    except users.AddressError as exc:
+        raise CliError(str(exc)) from None
     except users.UserError as exc:
         raise CliError(str(exc), code=1) from None
     except OSError as exc:

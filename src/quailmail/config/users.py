@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hmac
 import os
 import re
@@ -75,7 +76,11 @@ _hasher = argon2.PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4 (RFC 9106 §4 
 
 
 class UserError(ValueError):
-    """A request that cannot be done: bad address, no such user, user exists."""
+    """A request that cannot be done: no such user, user exists."""
+
+
+class AddressError(UserError):
+    """Not a `user@domain` we can store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +128,13 @@ def split_address(address: str) -> tuple[str, str]:
     elif "%" in text:
         user, _, domain = text.rpartition("%")
     else:
-        raise UserError(f"{address!r}: not user@domain")
+        raise AddressError(f"{address!r}: not user@domain")
     user, domain = user.lower(), domain.lower().rstrip(".")
     if len(user) > MAX_USER or not _USER_RE.fullmatch(user):
-        raise UserError(f"{address!r}: user name not allowed")
+        raise AddressError(f"{address!r}: user name not allowed")
     labels = domain.split(".")
     if len(domain) > 253 or len(labels) < 2 or not all(_LABEL_RE.fullmatch(x) for x in labels):
-        raise UserError(f"{address!r}: not a domain name")
+        raise AddressError(f"{address!r}: not a domain name")
     return user, domain
 
 
@@ -202,9 +207,11 @@ def check_hash(stored: str, password: str) -> bool:
     return computed is not None and hmac.compare_digest(computed, stored)
 
 
-# Verified against when the user does not exist, so an unknown name costs as
-# long as a wrong password (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash("quailmail: no such user")
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so an unknown name costs
+    as long as a wrong password (no user enumeration by timing)."""
+    return _hasher.hash("quailmail: no such user")
 
 
 def check_user_password(root: Path, username: str, password: str) -> bool:
@@ -214,7 +221,7 @@ def check_user_password(root: Path, username: str, password: str) -> bool:
     except UserError:
         user = None
     if user is None:
-        check_hash(_DUMMY_HASH, password)
+        check_hash(_dummy_hash(), password)
         return False
     return check_hash(user.passwd, password)
 
