@@ -1,0 +1,1 @@
+"""The qmail control directory of a root, its users, and tcprules."""
