@@ -8,6 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
+from quailmail.config.control import control_for
+
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit `code`."""
@@ -47,17 +49,10 @@ def read_input(name: str) -> bytes:
 
 
 def control_value(root: Path | None, name: str) -> str | None:
-    """First line of a control file, as qmail reads one-value files."""
+    """A one-value control file of the root, read as qmail reads it."""
     if root is None:
         return None
-    try:
-        text = (root / "control" / name).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    return None
+    return control_for(root).value(name)
 
 
 def authserv_id(explicit: str | None, root: Path | None) -> str:
