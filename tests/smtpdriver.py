@@ -22,6 +22,7 @@ from quailmail.smtp import (
     RcptTo,
     Session,
     SessionConfig,
+    Signal,
     StartTls,
 )
 
@@ -85,7 +86,7 @@ class Driver:
             if event is PAUSED:
                 self.paused = True
                 return
-            assert not isinstance(event, type(NEED_DATA))
+            assert not isinstance(event, Signal)
             self.events.append(event)
             if isinstance(event, ConnectionClosed):
                 return

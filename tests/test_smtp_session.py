@@ -15,6 +15,7 @@ from quailmail.smtp import (
     PAUSED,
     AuthRequest,
     ConnectionClosed,
+    Event,
     Helo,
     MailFrom,
     MessageReceived,
@@ -85,10 +86,10 @@ def test_helo_is_not_extended_and_refuses_parameters() -> None:
 
 
 def test_greeting_refused_allows_only_quit() -> None:
-    def policy(event: object) -> Reply:
+    def policy(event: Event) -> Reply:
         return Reply(554, "5.7.1", "go away")
 
-    d = Driver(policy=policy)  # type: ignore[arg-type]
+    d = Driver(policy=policy)
     assert d.session.state is State.REJECTED
     assert d.codes("EHLO c\r\nMAIL FROM:<a@b.c>\r\nQUIT\r\n") == [
         "503 5.5.1",
@@ -207,14 +208,14 @@ def test_size_parameter_checked_against_limit() -> None:
 
 
 def test_data_rejected_by_driver_keeps_command_mode() -> None:
-    def policy(event: object) -> Reply | None:
+    def policy(event: Event) -> Reply | None:
         from smtpdriver import answer
 
         if type(event).__name__ == "DataReady":
             return Reply(451, "4.7.1", "greylisted")
-        return answer(event)  # type: ignore[arg-type]
+        return answer(event)
 
-    d = Driver(policy=policy)  # type: ignore[arg-type]
+    d = Driver(policy=policy)
     assert d.codes(transaction(b"")) == ["250", "250 2.1.0", "250 2.1.5", "451 4.7.1"]
     assert d.codes("NOOP\r\n") == ["250 2.0.0"]
 
@@ -333,14 +334,14 @@ def test_http_request_closes() -> None:
 
 
 def test_driver_421_closes() -> None:
-    def policy(event: object) -> Reply | None:
+    def policy(event: Event) -> Reply | None:
         from smtpdriver import answer
 
         if isinstance(event, Helo):
             return Reply(421, "4.3.2", "shutting down")
-        return answer(event)  # type: ignore[arg-type]
+        return answer(event)
 
-    d = Driver(policy=policy)  # type: ignore[arg-type]
+    d = Driver(policy=policy)
     assert d.codes("EHLO c\r\nNOOP\r\n") == ["421 4.3.2"]
     assert d.closed()
 
@@ -484,14 +485,14 @@ def test_starttls_refusals() -> None:
     d = Driver(TLS)
     assert d.codes("STARTTLS now\r\n") == ["501 5.5.4"]
 
-    def policy(event: object) -> Reply | None:
+    def policy(event: Event) -> Reply | None:
         from smtpdriver import answer
 
         if isinstance(event, StartTls):
             return Reply(454, "4.7.0", "TLS not available now")
-        return answer(event)  # type: ignore[arg-type]
+        return answer(event)
 
-    d = Driver(TLS, policy)  # type: ignore[arg-type]
+    d = Driver(TLS, policy)
     assert d.codes("STARTTLS\r\nNOOP\r\n") == ["454 4.7.0"]  # NOOP was injected: gone
     assert d.codes("NOOP\r\n") == ["250 2.0.0"] and not d.session.tls_active
 

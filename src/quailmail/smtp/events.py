@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from quailmail.core.reply import Reply
 from quailmail.smtp.paths import Path
@@ -24,8 +24,8 @@ class Signal(enum.Enum):
     """STARTTLS accepted: hand the socket to TLS, then ``tls_started()``."""
 
 
-NEED_DATA = Signal.NEED_DATA
-PAUSED = Signal.PAUSED
+NEED_DATA: Final = Signal.NEED_DATA
+PAUSED: Final = Signal.PAUSED
 
 
 @dataclass(frozen=True, slots=True)
