@@ -121,3 +121,30 @@ def bdat_args(text: str) -> tuple[int, bool] | None:
     if m is None:
         return None
     return int(m[1]), m[2] is not None
+
+
+def ehlo_keywords(config: SessionConfig, *, tls_active: bool, auth: list[str]) -> list[str]:
+    """The EHLO reply's keyword lines (RFC 5321 §4.1.1.1); ``auth``: the
+    mechanisms to offer now (none before TLS if it is required, none once
+    authenticated)."""
+    c = config
+    words = []
+    if c.pipelining:
+        words.append("PIPELINING")
+    if c.size:
+        words.append(f"SIZE {c.max_message_size}")  # 0: no fixed maximum (RFC 1870 §4)
+    if c.eightbitmime:
+        words.append("8BITMIME")
+    if c.smtputf8:
+        words.append("SMTPUTF8")
+    if c.enhancedstatuscodes:
+        words.append("ENHANCEDSTATUSCODES")
+    if c.chunking:
+        words.append("CHUNKING")
+        if c.binarymime:
+            words.append("BINARYMIME")
+    if c.tls_available and not tls_active:
+        words.append("STARTTLS")
+    if auth:
+        words.append("AUTH " + " ".join(auth))
+    return words

@@ -14,6 +14,9 @@ are carried: the longest suffix that could begin the terminator.
 
 from __future__ import annotations
 
+from quailmail.core.reply import Reply
+from quailmail.smtp import replies
+
 _TERMINATOR = b"\r\n.\r\n"
 # Proper prefixes of the terminator, longest first: the longest one a block
 # ends with is carried into the next block.  No CRLF or "\r\n." pattern can
@@ -39,6 +42,14 @@ class _Checks:
     @property
     def refused(self) -> bool:
         return self.bare or self.nul or self.over
+
+    def refusal(self) -> Reply:
+        """The reply to a refused message, by the first reason that holds."""
+        if self.bare:
+            return replies.BARE_LINE_END
+        if self.nul:
+            return replies.NUL_IN_DATA
+        return replies.MESSAGE_TOO_BIG
 
     def _scan(self, buf: bytes, start: int, end: int) -> None:
         if not self.bare:

@@ -19,6 +19,30 @@ _PASSWORD = Reply(334, None, "UGFzc3dvcmQ6")  # "Password:"
 _EMPTY = Reply(334, None, "")  # PLAIN without initial response (RFC 4954 §4)
 
 
+def auth_refusal(
+    words: list[str],
+    mechanisms: list[str],
+    *,
+    extended: bool,
+    authenticated: bool,
+    in_transaction: bool,
+) -> Reply | None:
+    """Why ``AUTH <words>`` cannot start now (RFC 4954 §4), or None."""
+    if not mechanisms:
+        return replies.AUTH_UNAVAILABLE
+    if not extended:
+        return replies.AUTH_NEEDS_EHLO
+    if authenticated:
+        return replies.AUTH_ALREADY
+    if in_transaction:
+        return replies.AUTH_IN_TRANSACTION
+    if not 1 <= len(words) <= 2:
+        return replies.AUTH_SYNTAX
+    if words[0].upper() not in mechanisms:
+        return replies.AUTH_MECHANISM
+    return None
+
+
 def _decode(text: str) -> bytes | Reply:
     if text == "*":
         return replies.AUTH_CANCELLED

@@ -36,13 +36,15 @@ Design choices, against the brief where they differ:
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass, field
 
 from quailmail.core.reply import Reply
 from quailmail.smtp import replies
-from quailmail.smtp.commands import MailArgs, bdat_args, mail_args, rcpt_args
+from quailmail.smtp.buffer import TOO_LONG, InputBuffer
+from quailmail.smtp.commands import MailArgs, bdat_args, ehlo_keywords, mail_args, rcpt_args
 from quailmail.smtp.config import SessionConfig
 from quailmail.smtp.data import ChunkReader, DotReader, _Checks
 from quailmail.smtp.events import (
@@ -65,10 +67,16 @@ from quailmail.smtp.events import (
 )
 from quailmail.smtp.paths import Path
 from quailmail.smtp.received import with_protocol
-from quailmail.smtp.sasl import MECHANISMS, SaslExchange
+from quailmail.smtp.sasl import MECHANISMS, SaslExchange, auth_refusal
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS"})
+
+
+@functools.lru_cache(maxsize=512)
+def _render(reply: Reply, enhanced: bool) -> bytes:
+    """Most replies are the same few constants: render each once."""
+    return reply.render(enhanced=enhanced)
 
 
 class State(enum.Enum):
@@ -98,10 +106,8 @@ class Session:
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
         self._state = State.GREETING
-        self._buf = b""
-        self._pos = 0
+        self._input = InputBuffer()
         self._eof = False
-        self._discarding = False  # the rest of an over-long line
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
         self._pending: Event | None = None
@@ -168,11 +174,8 @@ class Session:
             return
         if not data:
             self._eof = True
-        elif self._pos:
-            self._buf = self._buf[self._pos :] + data
-            self._pos = 0
         else:
-            self._buf += data
+            self._input.append(data)
 
     def next_event(self) -> Event | Signal:
         while True:
@@ -201,7 +204,12 @@ class Session:
             self._state = State.COMMAND if ok else State.REJECTED
         elif isinstance(event, Helo) and ok:
             self.helo, self.extended, self._txn = event.name, event.extended, None
-            lines = [reply.text, *self._ehlo_keywords()] if event.extended else [reply.text]
+            words = ehlo_keywords(
+                self.config,
+                tls_active=self.tls_active,
+                auth=[] if self.auth_user else self._auth_mechanisms(),
+            )
+            lines = [reply.text, *words] if event.extended else [reply.text]
             reply = Reply(250, None, "\n".join(lines))  # no enhanced code: RFC 2034 §3
         elif isinstance(event, MailFrom) and ok:
             assert self._mail is not None
@@ -258,7 +266,7 @@ class Session:
     # -- internals ---------------------------------------------------------------
 
     def _write(self, reply: Reply) -> None:
-        self._out.append(reply.render(enhanced=self.config.enhancedstatuscodes))
+        self._out.append(_render(reply, self.config.enhancedstatuscodes))
 
     def _error(self, reply: Reply) -> None:
         self._write(reply)
@@ -275,12 +283,11 @@ class Session:
     def _close(self, reason: str) -> None:
         self._state = State.CLOSED
         self._close_reason = reason
-        self._buf, self._pos = b"", 0
+        self._input.clear()
         self._events.append(ConnectionClosed(reason))
 
     def _discard_input(self) -> None:
-        self.injected_bytes += len(self._buf) - self._pos
-        self._buf, self._pos = b"", 0
+        self.injected_bytes += self._input.clear()
 
     def _need_data(self) -> bool:
         if self._eof:
@@ -292,30 +299,6 @@ class Session:
         if self.config.auth_requires_tls and not self.tls_active:
             return []
         return [m for m in self.config.auth_mechanisms if m in MECHANISMS]
-
-    def _ehlo_keywords(self) -> list[str]:
-        c = self.config
-        words = []
-        if c.pipelining:
-            words.append("PIPELINING")
-        if c.size:
-            words.append(f"SIZE {c.max_message_size}")  # 0: no fixed maximum (RFC 1870 §4)
-        if c.eightbitmime:
-            words.append("8BITMIME")
-        if c.smtputf8:
-            words.append("SMTPUTF8")
-        if c.enhancedstatuscodes:
-            words.append("ENHANCEDSTATUSCODES")
-        if c.chunking:
-            words.append("CHUNKING")
-            if c.binarymime:
-                words.append("BINARYMIME")
-        if c.tls_available and not self.tls_active:
-            words.append("STARTTLS")
-        mechanisms = self._auth_mechanisms()
-        if mechanisms and self.auth_user is None:
-            words.append("AUTH " + " ".join(mechanisms))
-        return words
 
     def _step(self) -> bool:
         """Make progress on buffered input; False when more input is needed."""
@@ -330,10 +313,10 @@ class Session:
             return self._step_data()
         if state is State.BDAT:
             return self._step_bdat()
-        line = self._line()
+        line = self._input.line(self._line_limit())
         if line is None:
             return self._need_data()
-        if line is _TOO_LONG:
+        if line is TOO_LONG:
             self._error(replies.LINE_TOO_LONG)
             return True
         self._command(line)
@@ -341,44 +324,20 @@ class Session:
 
     def _line_limit(self) -> int:
         c = self.config
-        if self._state is State.AUTH or self._buf[self._pos : self._pos + 5].upper() == b"AUTH ":
+        if self._state is State.AUTH or self._input.startswith_upper(b"AUTH "):
             return max(c.max_auth_line_length, c.max_line_length)
         return c.max_line_length
 
-    def _line(self) -> bytes | None:
-        """The next command line without its line end, ``_TOO_LONG``, or None."""
-        while True:
-            buf, pos = self._buf, self._pos
-            limit = self._line_limit()
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                if self._discarding:
-                    self._buf, self._pos = b"", 0
-                elif len(buf) - pos >= limit:  # with its CRLF it would exceed
-                    self._discarding = True
-                    self._buf, self._pos = b"", 0
-                    return _TOO_LONG
-                return None
-            self._pos = nl + 1
-            if self._discarding:
-                self._discarding = False
-                continue
-            if nl + 1 - pos > limit:
-                return _TOO_LONG
-            end = nl - 1 if nl > pos and buf[nl - 1] == 0x0D else nl
-            return buf[pos:end]
-
     def _step_data(self) -> bool:
-        buf, pos = self._buf, self._pos
-        if pos >= len(buf):
+        block = self._input.rest()
+        if not block:
             return self._need_data()
         reader = self._reader
         assert reader is not None
-        used = reader.feed(buf[pos:] if pos else buf)
+        used = reader.feed(block)
+        self._input.consume(len(block) if used < 0 else used)
         if used < 0:
-            self._buf, self._pos = b"", 0
             return True
-        self._pos = pos + used
         self._state = State.COMMAND
         self._reader = None
         if reader.refused:
@@ -388,13 +347,11 @@ class Session:
         return True
 
     def _step_bdat(self) -> bool:
-        buf, pos = self._buf, self._pos
-        take = min(self._bdat_remaining, len(buf) - pos)
-        if take <= 0 and self._bdat_remaining:
+        piece = self._input.rest(self._bdat_remaining)
+        if not piece and self._bdat_remaining:
             return self._need_data()
-        piece = buf if pos == 0 and take == len(buf) else buf[pos : pos + take]
-        self._pos = pos + take
-        self._bdat_remaining -= take
+        self._input.consume(len(piece))
+        self._bdat_remaining -= len(piece)
         txn = self._txn
         if self._bdat_refusal is None and txn is not None and txn.chunks is not None:
             txn.chunks.feed(piece)
@@ -416,12 +373,7 @@ class Session:
         return True
 
     def _refuse(self, reader: _Checks) -> None:
-        if reader.bare:
-            reply = replies.BARE_LINE_END
-        elif reader.nul:
-            reply = replies.NUL_IN_DATA
-        else:
-            reply = replies.MESSAGE_TOO_BIG
+        reply = reader.refusal()
         self._txn = None
         self._events.append(MessageRefused(reply))
         self._error(reply)
@@ -575,23 +527,19 @@ class Session:
             self._emit(StartTls())
 
     def _auth(self, arg: str) -> None:
-        mechanisms = self._auth_mechanisms()
         words = arg.split()
-        if not mechanisms:
-            self._error(replies.AUTH_UNAVAILABLE)
-        elif not self.extended:
-            self._error(replies.AUTH_NEEDS_EHLO)
-        elif self.auth_user is not None:
-            self._error(replies.AUTH_ALREADY)
-        elif self._txn is not None:
-            self._error(replies.AUTH_IN_TRANSACTION)
-        elif not 1 <= len(words) <= 2:
-            self._error(replies.AUTH_SYNTAX)
-        elif words[0].upper() not in mechanisms:
-            self._error(replies.AUTH_MECHANISM)
-        else:
-            self._sasl = SaslExchange(words[0].upper())
-            self._sasl_step(self._sasl.start(words[1] if len(words) == 2 else None))
+        refusal = auth_refusal(
+            words,
+            self._auth_mechanisms(),
+            extended=self.extended,
+            authenticated=self.auth_user is not None,
+            in_transaction=self._txn is not None,
+        )
+        if refusal is not None:
+            self._error(refusal)
+            return
+        self._sasl = SaslExchange(words[0].upper())
+        self._sasl_step(self._sasl.start(words[1] if len(words) == 2 else None))
 
     def _sasl_step(self, result: Reply | AuthRequest) -> None:
         if isinstance(result, AuthRequest):
@@ -604,8 +552,6 @@ class Session:
             self._state, self._sasl = State.COMMAND, None
             self._error(result)
 
-
-_TOO_LONG = b"\xff too long"  # a sentinel no decoded line can equal by identity
 
 _HANDLERS = {
     "HELO": Session._helo,
