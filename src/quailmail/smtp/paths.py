@@ -70,9 +70,8 @@ class Path:
 
     @property
     def normalized_domain(self) -> str:
-        """Lower case; an address literal in its canonical form (``[IPv6:…]``
-        compressed, IPv4-mapped shown as IPv4 is *not* applied: it is what the
-        client wrote, canonicalized)."""
+        """The domain for comparisons: lower case; an address literal in
+        canonical form (``[IPv6:2001:db8::1]``, compressed, lower case)."""
         if self.ip is not None:
             if self.ip.version == 6:
                 return f"[IPv6:{self.ip.compressed}]"
