@@ -100,7 +100,9 @@ def main() -> None:
     print(f"{'concurrency':>11}  {'quailmail/s':>11}  {'syncs/put':>9}  {'naive/s':>8}  ratio")
     try:
         for concurrency in (1, 10, 50):
-            q_rate, q_syncs = asyncio.run(quail(base / f"q{concurrency}", concurrency, args.seconds))
+            q_rate, q_syncs = asyncio.run(
+                quail(base / f"q{concurrency}", concurrency, args.seconds)
+            )
             n_rate, _ = asyncio.run(naive(base / f"n{concurrency}", concurrency, args.seconds))
             print(
                 f"{concurrency:>11}  {q_rate:>11,.0f}  {q_syncs:>9.3f}  {n_rate:>8,.0f}"

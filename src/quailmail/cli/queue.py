@@ -101,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(_as_json(m)))
             else:
-                print(f"{m.id}  {_when(m.arrival)}  {m.size:>9}  <{_printable(m.sender)}>  "
-                      f"{len(m.pending)}/{len(m.recipients)}")  # fmt: skip
+                print(
+                    f"{m.id}  {_when(m.arrival)}  {m.size:>9}  <{_printable(m.sender)}>  "
+                    f"{len(m.pending)}/{len(m.recipients)}"
+                )
         return 0
     try:
         m = queue.get(args.id)
@@ -117,8 +119,12 @@ def run(args: argparse.Namespace) -> int:
         out["headers"] = headers.decode("utf-8", "replace")
         print(json.dumps(out))
         return 0
-    lines = [f"id: {m.id}", f"arrival: {_when(m.arrival)}", f"size: {m.size}",
-             f"sender: <{_printable(m.sender)}>"]  # fmt: skip
+    lines = [
+        f"id: {m.id}",
+        f"arrival: {_when(m.arrival)}",
+        f"size: {m.size}",
+        f"sender: <{_printable(m.sender)}>",
+    ]
     for i, r in enumerate(m.recipients):
         state = m.done[i].name.lower() if i in m.done else "pending"
         lines.append(f"recipient: <{_printable(r)}> {state}")

@@ -191,8 +191,9 @@ def encode_header(
     this while the event loop goes on.
     """
     total = HEADER_SIZE + len(envelope) + sum(memoryview(b).nbytes for b in blocks)
-    head = HEADER.pack(MAGIC, VERSION, HEADER_SIZE, total, 0, stamp, tag, arrival_us,
-                       len(envelope), 0)  # fmt: skip
+    head = HEADER.pack(
+        MAGIC, VERSION, HEADER_SIZE, total, 0, stamp, tag, arrival_us, len(envelope), 0
+    )
     crc = zlib.crc32(head[:16])
     crc = zlib.crc32(head[20:], crc)
     crc = zlib.crc32(envelope, crc)

@@ -88,8 +88,18 @@ class QueuedMessage:
 
 
 class _Entry:
-    __slots__ = ("arrival_us", "left", "meta", "offset", "outcomes", "recipients", "sender",
-                 "seq", "size", "total")  # fmt: skip
+    __slots__ = (
+        "arrival_us",
+        "left",
+        "meta",
+        "offset",
+        "outcomes",
+        "recipients",
+        "sender",
+        "seq",
+        "size",
+        "total",
+    )
 
     def __init__(
         self,
@@ -449,13 +459,17 @@ class Queue:
             "damaged_segments": len(self._damaged),
         }
 
+    async def drain(self) -> None:
+        """Wait until every write asked for so far, and the reclaim it allows, is done."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
     async def close(self) -> None:
         """Finish every pending write, delete finished segments, release the queue."""
         if self._closed:
             return
         self._closed = True
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        await self.drain()
         if self._writer is not None and self._executor is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._writer.close)

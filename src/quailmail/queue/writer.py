@@ -156,8 +156,10 @@ class SegmentWriter:
                     buffers[i] = buffers[i][n:]
                     n = 0
 
-    def _append(self, file: _File, buffers: list[memoryview], end: int) -> bool:
-        """Write and sync; on failure cut back and re-raise.  False: cut failed."""
+    def _append(self, file: _File, buffers: list[memoryview], end: int) -> None:
+        """Write and sync, then move `file.size` to `end`.  On failure cut the
+        file back to `file.size` and re-raise; if the cut fails too, mark the
+        file broken (size -1): the caller stops appending to it."""
         try:
             self._write_all(file.fd, buffers, file.size)
             self._sync(file.fd)
@@ -166,10 +168,9 @@ class SegmentWriter:
                 os.ftruncate(file.fd, file.size)
                 self._sync(file.fd)
             except OSError:
-                return False
+                file.size = -1
             raise
         file.size = end
-        return True
 
     # -- the batch -----------------------------------------------------------
 
@@ -204,13 +205,15 @@ class SegmentWriter:
             placed.append(Placed(seg.seq, offset, total))
             offset += total
         try:
-            if not self._append(seg, buffers, offset):
-                # The cut failed too: stop appending here; recovery cuts the tail.
+            self._append(seg, buffers, offset)
+        except OSError as exc:
+            if seg.size < 0:
+                # The cut failed too: append no more here; recovery cuts the tail.
+                # (If the write itself got through, the batch may come back as
+                # complete records: a duplicate after a 451, never a loss.)
                 os.close(seg.fd)
                 self.active = None
                 retired.append(seg.seq)
-                return [OSError(errno.EIO, "queue segment could not be repaired")] * len(messages)
-        except OSError as exc:
             return [exc] * len(messages)
         return placed
 
@@ -235,10 +238,13 @@ class SegmentWriter:
                     if file.size != size:
                         os.ftruncate(fd, file.size)
                 raw = b"".join(states[i].record for i in idxs)
-                if not self._append(file, [memoryview(raw)], file.size + len(raw)):
-                    os.close(file.fd)
-                    del self._states[seq]  # reopened (and its size re-read) next time
-                    raise OSError(errno.EIO, "queue state file could not be repaired")
+                try:
+                    self._append(file, [memoryview(raw)], file.size + len(raw))
+                except OSError:
+                    if file.size < 0:  # reopened, and its tail trimmed, next time
+                        os.close(file.fd)
+                        del self._states[seq]
+                    raise
             except OSError as exc:
                 for i in idxs:
                     out[i] = exc
