@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from quailmail.queue import Outcome, Queue, QueueError, make_id, parse_id
-from quailmail.queue.record import HEADER_SIZE
+from quailmail.queue.record import HEADER_SIZE, Block
 from quailmail.queue.segment import scan_segment
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ def test_round_trip_binary_utf8_many_recipients_large(tmp_path: Path) -> None:
         ]:
             qid = await q.put(sender, to, data, meta=meta)
             sent[qid] = (sender, to, data)
-        blocks = [b"Subject: x\r\n", bytearray(b"\r\n"), memoryview(b"body\r\n")]
+        blocks: list[Block] = [b"Subject: x\r\n", bytearray(b"\r\n"), memoryview(b"body\r\n")]
         qid = await q.put("b@example.com", ["c@d"], blocks)
         sent[qid] = ("b@example.com", ["c@d"], b"Subject: x\r\n\r\nbody\r\n")
         for qid, (sender, to, data) in sent.items():
