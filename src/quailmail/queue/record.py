@@ -218,15 +218,6 @@ def decode_header(raw: bytes | memoryview) -> Header:
     return Header(total, crc, stamp, tag, arrival, envlen, hdrlen)
 
 
-def record_crc(head: bytes | memoryview, rest_crc_parts: Sequence[bytes | memoryview]) -> int:
-    """CRC-32 of a record as stored in its header, from the raw header and the rest."""
-    crc = zlib.crc32(head[:16])
-    crc = zlib.crc32(head[20:], crc)
-    for part in rest_crc_parts:
-        crc = zlib.crc32(part, crc)
-    return crc
-
-
 def encode_state(stamp: int, tag: int, index: int, outcome: Outcome) -> bytes:
     body = STATE.pack(stamp, tag, index, int(outcome), 0)[:20]
     return body + _U32.pack(zlib.crc32(body))
