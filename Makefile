@@ -50,6 +50,7 @@ run:
 bench: install peers
 	$(BIN)/python bench/dkim.py
 	$(BIN)/python bench/spf.py
+	$(BIN)/python bench/queue_put.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
