@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quailmail import __version__
-from quailmail.cli import checkdns, dknewkey, sign, spf, queue, user, verify
+from quailmail.cli import checkdns, dknewkey, queue, sign, spf, user, verify
 from quailmail.cli.common import CliError
 
 Handler = Callable[[argparse.Namespace], int]
