@@ -98,6 +98,8 @@ class Cdb:
         table, slots = self._pair(8 * (h & 255))
         if not slots:
             return
+        if table + 8 * slots > len(self._data):
+            raise CdbError(f"truncated cdb: hash table at {table} runs past its end")
         start = (h >> 8) % slots
         for i in range(slots):
             slot_hash, rec = self._pair(table + 8 * ((start + i) % slots))

@@ -204,7 +204,7 @@ def parse_rules(text: str) -> list[Rule]:
 
 def compile_rules(text: str) -> bytes:
     """The cdb tcprules makes of this text (one record per key, in order)."""
-    records = []
+    records: list[tuple[bytes, bytes]] = []
     for rule in parse_rules(text):
         try:
             data = rule.data()
