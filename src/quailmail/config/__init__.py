@@ -1,1 +1,1 @@
-"""The qmail control directory and tcprules (text rules and the cdb they compile to)."""
+"""The qmail control directory of a root, its users, and tcprules."""
