@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Debian peers the tests compare with (installed only when running as root).
 # g++, binutils (objcopy) and libssl-dev build tests/peers' libdkim helpers and
 # bench/opendkim_bench.c.
-DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev \
+DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
 	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev
 
 .PHONY: install test lint typecheck pytest peers run bench clean

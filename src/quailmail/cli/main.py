@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quailmail import __version__
-from quailmail.cli import checkdns, dknewkey, queue, sign, spf, user, verify
+from quailmail.cli import checkdns, dknewkey, queue, sign, spf, tcprules, user, verify
 from quailmail.cli.common import CliError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (dknewkey, sign, verify, spf, checkdns, user, queue):
+    for module in (dknewkey, sign, verify, spf, checkdns, tcprules, user, queue):
         module.register(sub)
     return parser
 
