@@ -43,9 +43,16 @@ pytest: install
 
 test: install peers lint typecheck pytest
 
-run:
-	@echo "The SMTP receiver arrives with issue 4; until then 'make run' has nothing to serve." >&2
-	@exit 1
+# The README's first command: a root in ./var (made on first use), served on
+# 127.0.0.1 and ::1: SMTP 2525, implicit TLS 2465, submission 2587.
+run: install
+	@test -f var/control/me || $(BIN)/quail init var --hostname localhost
+	@echo "quailmail serves ./var: SMTP 2525, SMTPS 2465, submission 2587 on 127.0.0.1 and ::1."
+	@echo "Send a first message:   swaks --server 127.0.0.1 --port 2525 --to postmaster@localhost"
+	@echo "  (or python3 -c \"import smtplib; smtplib.SMTP('localhost', 2525).sendmail('me@example.com', ['postmaster@localhost'], 'Subject: hi\\r\\n\\r\\nhello')\")"
+	@echo "It lands in the queue:  $(BIN)/quail queue list --root var   (delivery to Maildir arrives with issue 5)"
+	@echo "Stop with Ctrl-C."
+	$(BIN)/quail serve --root var
 
 bench: install peers
 	$(BIN)/python bench/dkim.py

@@ -7,7 +7,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quailmail import __version__
-from quailmail.cli import checkdns, dknewkey, queue, sign, spf, tcprules, user, verify
+from quailmail.cli import (
+    checkdns,
+    dknewkey,
+    init,
+    queue,
+    serve,
+    sign,
+    spf,
+    tcprules,
+    user,
+    verify,
+)
 from quailmail.cli.common import CliError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -20,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (dknewkey, sign, verify, spf, checkdns, tcprules, user, queue):
+    for module in (init, serve, dknewkey, sign, verify, spf, checkdns, tcprules, user, queue):
         module.register(sub)
     return parser
 

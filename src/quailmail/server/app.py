@@ -1,0 +1,121 @@
+"""`quail serve`: open the queue, bind every listener, run until SIGTERM.
+
+Shutdown (SIGTERM or SIGINT): stop accepting, tell idle clients 421 and
+close them, let transactions under way finish (bounded by
+`SHUTDOWN_GRACE`), then close the queue, which finishes pending writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from quailmail.config.control import control_for
+from quailmail.net.addresses import parse_networks
+from quailmail.net.listeners import Listener, read_listeners
+from quailmail.net.tls import server_context
+from quailmail.queue import Queue
+from quailmail.server.connection import SmtpConnection
+from quailmail.server.state import DEFAULT_CONCURRENCY, ServerState
+
+log = logging.getLogger("quailmail.serve")
+SHUTDOWN_GRACE = 30.0
+BACKLOG = 1024
+
+
+class ServeError(Exception):
+    """The server cannot start; one line saying why."""
+
+
+def _socket(listener: Listener) -> socket.socket:
+    family = socket.AF_INET6 if listener.ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if listener.ipv6:
+            # ::1 and 127.0.0.1 on the same port are two sockets.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((listener.address, listener.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {listener}: {exc.strerror or exc}") from None
+    return sock
+
+
+def load_state(root: Path, queue: Queue) -> ServerState:
+    control = control_for(root)
+    hostname = control.value("me") or socket.getfqdn()
+    cert = root / "control" / "servercert.pem"
+    try:
+        tls = server_context(cert) if cert.exists() else None
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"cannot use {cert}: {exc}") from None
+    try:
+        proxy_from = parse_networks(control.lines("proxyfrom"))
+    except ValueError as exc:
+        raise ServeError(f"control/proxyfrom: {exc}") from None
+    return ServerState(
+        root=root,
+        control=control,
+        queue=queue,
+        tls=tls,
+        proxy_from=proxy_from,
+        hostname=hostname,
+        max_connections=control.int_value("concurrencyincoming", DEFAULT_CONCURRENCY),
+        max_per_ip=control.int_value("concurrencyperip", 0),
+    )
+
+
+async def serve(root: Path, *, ready: asyncio.Event | None = None) -> None:
+    try:
+        listeners = read_listeners(root)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
+    sockets = [(listener, _socket(listener)) for listener in listeners]
+    try:
+        queue = Queue.open(root / "queue")
+    except Exception as exc:
+        for _, sock in sockets:
+            sock.close()
+        raise ServeError(f"cannot open the queue: {exc}") from None
+    state = load_state(root, queue)
+    loop = asyncio.get_running_loop()
+    servers = []
+    for listener, sock in sockets:
+
+        def factory(listener: Listener = listener) -> SmtpConnection:
+            return SmtpConnection(state, listener)
+
+        tls = state.tls if listener.implicit_tls else None
+        if listener.implicit_tls and tls is None:
+            raise ServeError(f"{listener} needs control/servercert.pem")
+        servers.append(await loop.create_server(factory, sock=sock, ssl=tls, backlog=BACKLOG))
+        log.info("listening: %s", listener)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        state.stopping = True
+        for server in servers:
+            server.close()
+        for connection in list(state.connections_set):
+            connection.shutdown()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while state.in_transaction > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(state.connections_set):
+            connection._close()
+        await queue.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        log.info("stopped")

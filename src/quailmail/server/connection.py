@@ -1,0 +1,461 @@
+"""One SMTP connection: the asyncio side of the sans-I/O session.
+
+The session (quailmail.smtp) parses and sequences; this driver answers its
+events from the root's settings, the per-connection rules (tcprules) and
+the queue, and is the only code that writes to the socket.  Decisions that
+wait (the queue's group commit, a password check) run as tasks; the
+session keeps pipelined input meanwhile, and reading pauses until the
+answer is in, so a client cannot flood memory while a DATA is committed.
+
+Invariant: `250` to the end of DATA is written only after `Queue.put`
+returned, i.e. after the message is fsynced into the queue (ARCHITECTURE,
+"250 means durable").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from quailmail.config.auth import authenticate, checkpassword_command, is_loopback
+from quailmail.config.recipients import RcptCounter, decide_recipient
+from quailmail.config.tcprules import lookup as rules_lookup
+from quailmail.core.reply import Reply
+from quailmail.net import proxy
+from quailmail.net.addresses import in_networks, plain
+from quailmail.net.listeners import Listener
+from quailmail.queue import QueueError
+from quailmail.server.state import ServerState
+from quailmail.smtp import (
+    NEED_DATA,
+    PAUSED,
+    AuthRequest,
+    Connected,
+    ConnectionClosed,
+    DataReady,
+    Event,
+    Helo,
+    MailFrom,
+    MessageReceived,
+    RcptTo,
+    Reset,
+    Session,
+    SessionConfig,
+    StartTls,
+    received_header,
+)
+
+log = logging.getLogger("quailmail.smtpd")
+
+_PROXY_TIMEOUT = 10.0  # seconds for a trusted proxy to send its header
+
+
+class SmtpConnection(asyncio.Protocol):
+    def __init__(self, state: ServerState, listener: Listener) -> None:
+        self.state = state
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.env: dict[str, str] = {}
+        self.remote_ip = self.local_ip = ""
+        self.remote_port = self.local_port = 0
+        self.tls_active = listener.implicit_tls
+        self.pending = bytearray()  # bytes before the session exists (PROXY header)
+        self.awaiting_proxy = False
+        self.greeting_held = False  # GREETDELAY running
+        self.busy = False  # a queue write or password check under way
+        self.closed = False
+        self.counted = False
+        self.sender = ""
+        self.recipients: list[str] = []
+        self.counter: RcptCounter | None = None
+        self.last_activity = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+
+    # -- connection life -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not derive from asyncio.Transport; they act like one.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)  # noqa: S104
+        local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)  # noqa: S104
+        self.remote_ip, self.remote_port = plain(peer[0]), int(peer[1])
+        self.local_ip, self.local_port = plain(local[0]), int(local[1])
+        self.state.connections_set.add(self)
+        if self.state.proxy_from and in_networks(self.remote_ip, self.state.proxy_from):
+            self.awaiting_proxy = True
+            self._arm_timer(_PROXY_TIMEOUT)
+            return
+        self._begin()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.state.connections_set.discard(self)
+        if self.counted:
+            self.state.connections -= 1
+            left = self.state.per_ip.get(self.remote_ip, 1) - 1
+            if left > 0:
+                self.state.per_ip[self.remote_ip] = left
+            else:
+                self.state.per_ip.pop(self.remote_ip, None)
+        if self.sender_set:
+            self._end_transaction()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # -- PROXY header, rules, greeting ---------------------------------------------
+
+    def _take_proxy_header(self) -> None:
+        try:
+            header = proxy.parse(bytes(self.pending))
+        except proxy.ProxyError as exc:
+            log.info("%s: %s", self.remote_ip, exc)
+            self._close()
+            return
+        if header is None:
+            return
+        del self.pending[: header.consumed]
+        self.awaiting_proxy = False
+        if header.source is not None and header.source_port is not None:
+            self.remote_ip, self.remote_port = plain(header.source), header.source_port
+        if header.destination is not None and header.destination_port is not None:
+            self.local_ip, self.local_port = plain(header.destination), header.destination_port
+        self._begin()
+
+    def _begin(self) -> None:
+        state = self.state
+        ip = self.remote_ip
+        state.connections += 1
+        state.per_ip[ip] = state.per_ip.get(ip, 0) + 1
+        self.counted = True
+        assert self.transport is not None
+        if state.stopping:
+            self._refuse(Reply(421, "4.3.2", f"{state.hostname} shutting down"))
+            return
+        if state.connections > state.max_connections or (
+            state.max_per_ip and state.per_ip[ip] > state.max_per_ip
+        ):
+            self._refuse(Reply(421, "4.7.0", f"{state.hostname} too many connections"))
+            return
+        # tcpserver reads the rules file on every connection: a recompiled
+        # file counts at once.  No file: every client allowed, no variables.
+        match = rules_lookup(state.root / "control" / self.listener.rules, ip)
+        if match is not None and not match.allow:
+            log.info("%s: denied by %s", ip, match.key or "the default rule")
+            self._close()  # tcpserver drops a denied client without a word
+            return
+        six = ":" in ip
+        proto = ("SSL" if self.tls_active else "TCP") + ("6" if six else "")
+        env = {
+            "PROTO": proto,
+            "TCPREMOTEIP": ip,
+            "TCPREMOTEPORT": str(self.remote_port),
+            "TCPLOCALIP": self.local_ip,
+            "TCPLOCALPORT": str(self.local_port),
+        }
+        if match is not None:
+            env.update(match.env)
+        self.env = env
+        self.counter = RcptCounter.from_env(env)
+        control = state.control
+        loopback_auth = is_loopback(ip) and control.flag("authloopback")
+        config = SessionConfig(
+            state.hostname,
+            max_message_size=state.databytes(),
+            timeout=float(state.timeout()),
+            tls_available=state.tls is not None and not self.tls_active,
+            auth_mechanisms=("PLAIN", "LOGIN"),
+            auth_requires_tls=not loopback_auth,
+        )
+        session = self.session = Session(config)
+        if self.tls_active:
+            version, cipher = self._tls_info()
+            session.tls_started(version, cipher)
+        self._arm_timer(config.timeout)
+        delay = _seconds(env.get("GREETDELAY"))
+        if delay > 0:
+            self.greeting_held = True
+            self.loop.call_later(delay, self._greet)
+        else:
+            self._pump()
+        if self.pending:
+            data = bytes(self.pending)
+            self.pending.clear()
+            self.data_received(data)
+
+    def _greet(self) -> None:
+        if self.greeting_held and not self.closed:
+            self.greeting_held = False
+            self._pump()
+
+    def _refuse(self, reply: Reply) -> None:
+        assert self.transport is not None
+        self.transport.write(reply.render())
+        self._close()
+
+    # -- input ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.awaiting_proxy or self.session is None:
+            self.pending += data
+            if self.awaiting_proxy:
+                self._take_proxy_header()
+            return
+        if self.greeting_held:
+            # Spoke before the greeting: an early talker (GREETDELAY).
+            self.greeting_held = False
+            self.session.early_talker()
+            self._pump()
+            return
+        self.session.receive(data)
+        if not self.busy:
+            self._pump()
+
+    def eof_received(self) -> bool | None:
+        if self.session is not None and not self.greeting_held:
+            self.session.receive(b"")
+            if not self.busy:
+                self._pump()
+        return None
+
+    # -- the event loop of the session -----------------------------------------------
+
+    def _pump(self) -> None:
+        session = self.session
+        assert session is not None
+        while not self.busy and not self.closed:
+            event = session.next_event()
+            if event is NEED_DATA:
+                break
+            if event is PAUSED:
+                self._flush()
+                self.loop.create_task(self._start_tls())
+                return
+            assert isinstance(event, Event)
+            if isinstance(event, ConnectionClosed):
+                self._flush()
+                self._close()
+                return
+            if not event.needs_reply:
+                if isinstance(event, Reset):
+                    self._end_transaction()
+                continue
+            reply = self._answer(event)
+            if reply is not None:
+                session.reply(reply)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.session is not None and self.transport is not None
+        data = self.session.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+
+    def _answer(self, event: Event) -> Reply | None:
+        """The reply now, or None when a task will give it."""
+        state = self.state
+        if isinstance(event, RcptTo):
+            return self._rcpt(event)
+        if isinstance(event, MailFrom):
+            self._end_transaction()
+            self.sender = "" if event.path.null else str(event.path)
+            self.sender_set = True
+            state.in_transaction += 1
+            if self.counter is not None:
+                self.counter.new_message()
+            return Reply(250, "2.1.0", "sender ok")
+        if isinstance(event, DataReady):
+            return Reply(354, None, "go ahead, end with <CRLF>.<CRLF>")
+        if isinstance(event, MessageReceived):
+            self._wait_for(self._queue(event))
+            return None
+        if isinstance(event, Helo):
+            return Reply(250, None, state.hostname)
+        if isinstance(event, Connected):
+            return Reply(220, None, f"{state.hostname} ESMTP quailmail")
+        if isinstance(event, AuthRequest):
+            self._wait_for(self._auth(event))
+            return None
+        if isinstance(event, StartTls):
+            if state.tls is None:
+                return Reply(454, "4.7.0", "TLS not available")
+            return Reply(220, "2.0.0", "ready to start TLS")
+        return Reply(502, "5.5.1", "not implemented")
+
+    def _rcpt(self, event: RcptTo) -> Reply:
+        assert self.session is not None
+        path = event.path
+        decision = decide_recipient(
+            self.state.control,
+            path.local,
+            path.domain,
+            relayclient=self.env.get("RELAYCLIENT"),
+            authenticated=self.session.auth_user is not None,
+            route=path.route,
+            counter=self.counter,
+        )
+        if decision.accepted and decision.recipient is not None:
+            self.recipients.append(decision.recipient)
+        elif not decision.accepted:
+            log.info("%s: RCPT %s refused: %s", self.remote_ip, path, decision.reason)
+        return decision.reply
+
+    def _end_transaction(self) -> None:
+        if getattr(self, "sender_set", False):
+            self.state.in_transaction -= 1
+        self.sender_set = False
+        self.sender = ""
+        self.recipients = []
+
+    sender_set = False
+
+    # -- answers that wait -------------------------------------------------------------
+
+    def _wait_for(self, job: Coroutine[Any, Any, Reply]) -> None:
+        self.busy = True
+        assert self.transport is not None
+        self.transport.pause_reading()
+        task: asyncio.Task[Reply] = self.loop.create_task(job)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[Reply]) -> None:
+        self.busy = False
+        if self.closed or self.session is None:
+            return
+        try:
+            reply = task.result()
+        except Exception:  # never let a bug kill the loop: answer 451 and log it
+            log.exception("%s: internal error", self.remote_ip)
+            reply = Reply(451, "4.3.0", "internal error, try again later")
+        self.session.reply(reply)
+        assert self.transport is not None
+        self.transport.resume_reading()
+        self._pump()
+
+    async def _queue(self, event: MessageReceived) -> Reply:
+        session = self.session
+        assert session is not None
+        state = self.state
+        recipients = list(self.recipients)
+        header = received_header(
+            helo=session.helo,
+            client_ip=self.remote_ip,
+            client_host=None,
+            server_name=state.hostname,
+            with_protocol=session.with_protocol,
+            date=datetime.now(UTC),
+            tls_version=session.tls_version,
+            tls_cipher=session.tls_cipher,
+            auth_user=session.auth_user,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+        )
+        try:
+            qid = await state.queue.put(
+                self.sender,
+                recipients,
+                [header.encode("utf-8"), *event.chunks],
+                meta={"client": self.remote_ip, "proto": self.env.get("PROTO", "")},
+            )
+        except QueueError as exc:
+            log.warning("%s: queue refused a message: %s", self.remote_ip, exc)
+            reply = Reply(451, exc.enhanced, f"{exc}; try again later")
+        else:
+            log.info(
+                "%s: queued %s from <%s> to %d recipient(s), %d bytes",
+                self.remote_ip, qid, self.sender, len(recipients), event.size,
+            )  # fmt: skip
+            reply = Reply(250, "2.0.0", f"ok {qid}")
+        self._end_transaction()
+        return reply
+
+    async def _auth(self, event: AuthRequest) -> Reply:
+        root = self.state.root
+        result = await authenticate(
+            root, event.username, event.password, checkpassword=checkpassword_command(root)
+        )
+        if not result:
+            log.info("%s: AUTH %s failed for %r", self.remote_ip, event.mechanism, event.username)
+        return result.reply
+
+    async def _start_tls(self) -> None:
+        assert self.transport is not None and self.state.tls is not None
+        try:
+            transport = await self.loop.start_tls(
+                self.transport, self, self.state.tls, server_side=True
+            )
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("%s: TLS handshake failed: %s", self.remote_ip, exc)
+            self._close()
+            return
+        if transport is None or self.closed:
+            self._close()
+            return
+        self.transport = transport
+        self.tls_active = True
+        self.env["PROTO"] = "SSL6" if ":" in self.remote_ip else "SSL"
+        version, cipher = self._tls_info()
+        assert self.session is not None
+        self.session.tls_started(version, cipher)
+        self._pump()
+
+    def _tls_info(self) -> tuple[str | None, str | None]:
+        assert self.transport is not None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None, None
+        cipher = ssl_object.cipher()
+        return ssl_object.version(), cipher[0] if cipher else None
+
+    # -- timeouts ------------------------------------------------------------------------
+
+    def _arm_timer(self, seconds: float) -> None:
+        """One timer per connection, re-armed lazily: activity only moves
+        `last_activity`, the timer checks it when it fires."""
+        self.timeout = seconds
+        self.timer = self.loop.call_later(seconds, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        if self.closed:
+            return
+        idle = time.monotonic() - self.last_activity
+        if self.busy or idle < self.timeout:
+            self.timer = self.loop.call_later(max(self.timeout - idle, 0.05), self._check_timeout)
+            return
+        if self.session is None:
+            self._close()
+            return
+        self.session.timed_out()
+        self._pump()
+        self._close()
+
+    timeout = 0.0
+
+    def shutdown(self) -> None:
+        """SIGTERM: an idle connection is told 421 and closed; one inside a
+        transaction is left to finish it (the server waits, bounded)."""
+        if self.closed or self.busy or self.sender_set:
+            return
+        if self.transport is not None:
+            self.transport.write(Reply(421, "4.3.2", "shutting down").render())
+        self._close()
+
+
+def _seconds(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0

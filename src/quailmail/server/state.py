@@ -1,0 +1,41 @@
+"""What every connection of a running server shares: the root's settings,
+the queue, the TLS context, the connection counts."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quailmail.config.control import Control
+from quailmail.net.addresses import Network
+from quailmail.queue import Queue
+
+# qmail-smtpd's defaults: control/databytes 0 (no limit; we set one in
+# `quail init`), control/timeoutsmtpd 1200 s.
+DEFAULT_TIMEOUT = 1200
+DEFAULT_CONCURRENCY = 2000  # tcpserver -c: well above 1,000 idle clients
+
+
+@dataclass
+class ServerState:
+    root: Path
+    control: Control
+    queue: Queue
+    tls: ssl.SSLContext | None
+    proxy_from: list[Network]
+    hostname: str
+    max_connections: int = DEFAULT_CONCURRENCY
+    max_per_ip: int = 0  # 0: no per-address limit
+    connections: int = 0
+    per_ip: dict[str, int] = field(default_factory=dict)
+    in_transaction: int = 0  # connections between MAIL and the end of DATA
+    stopping: bool = False
+    connections_set: set[Any] = field(default_factory=set)  # live SmtpConnection objects
+
+    def databytes(self) -> int:
+        return self.control.int_value("databytes", 0)
+
+    def timeout(self) -> int:
+        return self.control.int_value("timeoutsmtpd", DEFAULT_TIMEOUT)

@@ -1,0 +1,204 @@
+"""The receiver end to end: `quail serve` on 127.0.0.1 and ::1, real clients."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quailmail.net.proxy import v1_header, v2_header
+from quailmail.queue import Queue
+
+from serverfixtures import QUAIL, Running
+
+MESSAGE = b"From: a@example.com\r\nTo: postmaster@mx.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def no_verify() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def queued(server: Running) -> list[bytes]:
+    queue = Queue.open(server.root / "queue", readonly=True)
+    return [queue.read_sync(m.id) for m in queue.messages()]
+
+
+def stats(server: Running) -> dict[str, int]:
+    proc = server.quail("queue", "stats", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, int] = json.loads(proc.stdout)
+    return data
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_plain_smtp_on_both_families(server: Running, host: str) -> None:
+    with smtplib.SMTP(host, server.smtp, timeout=10) as client:
+        code, banner = client.ehlo("client.example")
+        assert code == 250 and b"PIPELINING" in banner and b"STARTTLS" in banner
+        refused = client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
+        assert refused == {}
+    messages = queued(server)
+    assert len(messages) == 1
+    received = messages[0].split(b"\r\n")[0]
+    literal = b"[IPv6:::1]" if host == "::1" else b"[127.0.0.1]"
+    assert received.startswith(b"Received: from client.example (") and literal in received
+    assert messages[0].endswith(MESSAGE)
+
+
+def test_starttls_and_implicit_tls(server: Running) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.starttls(context=no_verify())
+        client.ehlo("client.example")
+        client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
+    with smtplib.SMTP_SSL("::1", server.smtps, timeout=10, context=no_verify()) as client:
+        client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
+    messages = queued(server)
+    assert len(messages) == 2
+    assert all(b"(using TLSv1." in m.split(b"\r\n\r\n")[0] for m in messages)
+    assert all(b"with ESMTPS" in m for m in messages)
+
+
+def test_relay_is_refused_unless_authenticated(server: Running) -> None:
+    added = server.quail("user", "add", "joe@example.net", "--password-stdin", stdin=b"s3cret\n")
+    assert added.returncode == 0, added.stderr
+    with smtplib.SMTP("127.0.0.1", server.submission, timeout=10) as client:
+        client.starttls(context=no_verify())
+        client.ehlo("client.example")
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            client.sendmail("joe@example.net", ["friend@elsewhere.example"], MESSAGE)
+        code, text = refused.value.recipients["friend@elsewhere.example"]
+        assert code == 553 and text.startswith(b"5.7.1")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("joe@example.net", "wrong")
+        client.login("joe@example.net", "s3cret")
+        assert client.sendmail("joe@example.net", ["friend@elsewhere.example"], MESSAGE) == {}
+    message = queued(server)[0]
+    assert b"(authenticated user joe@example.net)" in message
+    assert b"with ESMTPSA" in message
+
+
+def test_auth_is_not_offered_without_tls(server: Running) -> None:
+    with smtplib.SMTP("127.0.0.1", server.submission, timeout=10) as client:
+        client.ehlo("client.example")
+        assert not client.has_extn("auth")
+
+
+def _talk(port: int, data: bytes, *, host: str = "127.0.0.1") -> bytes:
+    """Send a whole script, read every reply until the server closes (a
+    connection dropped by a deny rule reads as nothing)."""
+    chunks = []
+    with socket.create_connection((host, port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def test_pipelining_and_bdat(server: Running) -> None:
+    body = b"Subject: bdat\r\n\r\nbinary-safe body\r\n"
+    script = (
+        b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<postmaster@mx.test>\r\n"
+        + b"BDAT %d LAST\r\n" % len(body) + body
+        + b"MAIL FROM:<>\r\nRCPT TO:<root@localhost>\r\nDATA\r\n"
+        + b"Subject: two\r\n\r\n..dot\r\n.\r\nQUIT\r\n"
+    )  # fmt: skip
+    reply = _talk(server.smtp, script).decode()
+    finals = [line[:3] for line in reply.splitlines() if line[3:4] == " "]
+    assert finals == ["220", "250", "250", "250", "250", "250", "250", "354", "250", "221"]
+    messages = queued(server)
+    assert messages[0].endswith(body)
+    assert messages[1].endswith(b"\r\n.dot\r\n")
+
+
+def test_smuggling_vector_is_refused_and_nothing_smuggled(server: Running) -> None:
+    script = (
+        b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<postmaster@mx.test>\r\nDATA\r\n"
+        b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<evil@example.com>\r\n\r\n.\r\nQUIT\r\n"
+    )
+    reply = _talk(server.smtp, script).decode()
+    assert "550 5.6.0" in reply
+    assert stats(server)["messages"] == 0
+
+
+@pytest.mark.parametrize(
+    ("client", "make"),
+    [("192.0.2.9", v1_header), ("2001:db8::9", v2_header)],
+)
+def test_proxy_protocol_presents_the_client(
+    server_factory: Callable[..., Running], client: str, make: Callable[..., bytes]
+) -> None:
+    def trust_loopback(root: Path) -> None:
+        (root / "control" / "proxyfrom").write_text("127.0.0.1\n::1\n")
+
+    server = server_factory(trust_loopback)
+    script = make(client, 5555, "127.0.0.1", server.smtp) + (
+        b"EHLO proxied.example\r\nMAIL FROM:<a@example.com>\r\n"
+        b"RCPT TO:<friend@elsewhere.example>\r\nRCPT TO:<postmaster@mx.test>\r\n"
+        b"DATA\r\nSubject: p\r\n\r\nx\r\n.\r\nQUIT\r\n"
+    )
+    reply = _talk(server.smtp, script).decode()
+    assert "553 5.7.1" in reply  # not loopback any more: no RELAYCLIENT
+    message = queued(server)[0]
+    literal = f"[IPv6:{client}]" if ":" in client else f"[{client}]"
+    assert literal.encode() in message.split(b"\r\n")[0]
+
+
+def test_tcprules_deny_and_recompile_without_restart(server: Running) -> None:
+    rules = server.root / "control" / "tcp.smtp"
+    rules.write_text("127.0.0.1:deny\n:allow\n")
+    proc = subprocess.run(
+        [QUAIL, "tcprules", str(rules) + ".cdb", str(rules) + ".tmp"],
+        input=rules.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _talk(server.smtp, b"QUIT\r\n") == b""  # dropped without a word
+    assert _talk(server.smtp, b"QUIT\r\n", host="::1").startswith(b"220 ")
+
+
+def test_swaks(server: Running) -> None:
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        pytest.skip("swaks is not installed (Debian package swaks)")
+    proc = subprocess.run(
+        [
+            swaks,
+            "--server",
+            "::1",
+            "--port",
+            str(server.smtp),
+            "--to",
+            "postmaster@mx.test",
+            "--from",
+            "a@example.com",
+            "--tls",
+            "--pipeline",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")
+    assert stats(server)["messages"] == 1
+
+
+def test_sigterm_stops_cleanly(server: Running) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
+    assert server.stop() == 0
+    assert len(queued(server)) == 1
