@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import socket
 from pathlib import Path
@@ -71,7 +72,23 @@ def load_state(root: Path, queue: Queue) -> ServerState:
     )
 
 
+def raise_file_limit() -> int:
+    """Every client is a descriptor: lift the soft limit to the hard one
+    (1,024 by default would cap connections below concurrencyincoming)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+        return hard
+    return soft
+
+
 async def serve(root: Path, *, ready: asyncio.Event | None = None) -> None:
+    raise_file_limit()
     try:
         listeners = read_listeners(root)
     except ValueError as exc:

@@ -1,0 +1,151 @@
+"""The receiver under hostile or careless clients: silence, early talk, many
+idle connections, and a server killed with SIGKILL while it takes mail."""
+
+from __future__ import annotations
+
+import random
+import re
+import resource
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quailmail.queue import Queue
+
+from serverfixtures import QUAIL, Running, _wait_ready, start_server
+
+MESSAGE = b"From: a@example.com\r\nSubject: %d\r\n\r\nbody %d\r\n"
+
+
+def _compile_rules(root: Path, text: str) -> None:
+    rules = root / "control" / "tcp.smtp"
+    rules.write_text(text)
+    subprocess.run(
+        [QUAIL, "tcprules", f"{rules}.cdb", f"{rules}.tmp"], input=text.encode(), check=True
+    )
+
+
+def test_silent_client_is_timed_out(server_factory: Callable[..., Running]) -> None:
+    server = server_factory(lambda root: (root / "control" / "timeoutsmtpd").write_text("1\n"))
+    with socket.create_connection(("127.0.0.1", server.smtp), timeout=10) as sock:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"220 ")
+    assert b"\r\n421 " in data
+
+
+def test_early_talker_is_refused(server_factory: Callable[..., Running]) -> None:
+    server = server_factory(
+        lambda root: _compile_rules(root, '127.0.0.1:allow,GREETDELAY="3"\n:allow\n')
+    )
+    with socket.create_connection(("127.0.0.1", server.smtp), timeout=10) as sock:
+        sock.sendall(b"EHLO impatient.example\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"554 5.5.0")
+    with smtplib.SMTP("::1", server.smtp, timeout=10) as client:  # no delay for ::1
+        assert client.ehlo("patient.example")[0] == 250
+
+
+def test_a_thousand_idle_connections_do_not_stop_a_new_client(server: Running) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"file descriptor limit {hard} is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(("127.0.0.1", server.smtp), timeout=10)
+            idle.append(sock)
+        for sock in idle[::100]:
+            assert sock.recv(100).startswith(b"220 ")
+        with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+            refused = client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (0, 0))
+            assert refused == {}
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+_QUEUED = re.compile(rb"ok ([0-9a-z]+)")
+
+
+def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    """Clients send as fast as they can; the server is killed with SIGKILL at
+    a random moment; every message that got its 250 is in the queue after a
+    restart, intact.  Bounded: three rounds of at most a second of load."""
+    rng = random.Random(20261121)
+    root = tmp_path / "root"
+    server = start_server(root)
+    acknowledged: dict[str, int] = {}
+    progress = threading.Condition()
+    try:
+        for round_number in range(3):
+            stop = threading.Event()
+
+            def client(
+                worker: int,
+                port: int = server.smtp,
+                stop: threading.Event = stop,
+                round_number: int = round_number,
+            ) -> None:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    tag = worker * 1_000_000 + round_number * 100_000 + n
+                    try:
+                        with smtplib.SMTP("127.0.0.1", port, timeout=5) as c:
+                            c.ehlo("crash.example")
+                            c.mail("a@example.com")
+                            c.rcpt("postmaster@mx.test")
+                            code, text = c.data(MESSAGE % (tag, tag))
+                    except (OSError, smtplib.SMTPException):
+                        return
+                    match = _QUEUED.search(text)
+                    if code == 250 and match:
+                        with progress:
+                            acknowledged[match.group(1).decode()] = tag
+                            progress.notify_all()
+
+            threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+            for thread in threads:
+                thread.start()
+            # Kill after a random number of acknowledgements this round, so
+            # the kill lands mid-stream (the timeout only bounds a stuck run).
+            target = len(acknowledged) + rng.randint(3, 40)
+            with progress:
+                progress.wait_for(lambda target=target: len(acknowledged) >= target, timeout=30)
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait()
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+            queue = Queue.open(root / "queue", readonly=True)
+            present = {m.id: queue.read_sync(m.id) for m in queue.messages()}
+            for qid, tag in acknowledged.items():
+                assert qid in present, f"round {round_number}: {qid} acknowledged but lost"
+                assert present[qid].endswith(b"body %d\r\n" % tag), f"{qid} is corrupt"
+            server = _restart(server)
+        assert len(acknowledged) > 10
+    finally:
+        server.stop()
+
+
+def _restart(old: Running) -> Running:
+    log_path = old.log_path
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [QUAIL, "serve", "--root", str(old.root)], stdout=subprocess.DEVNULL, stderr=log
+        )
+    running = Running(old.root, old.smtp, old.smtps, old.submission, process, log_path)
+    _wait_ready(old.smtp, process)
+    return running
