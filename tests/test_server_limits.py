@@ -149,3 +149,56 @@ def _restart(old: Running) -> Running:
     running = Running(old.root, old.smtp, old.smtps, old.submission, process, log_path)
     _wait_ready(old.smtp, process)
     return running
+
+
+def test_oversized_message_is_refused(server_factory: Callable[..., Running]) -> None:
+    server = server_factory(lambda root: (root / "control" / "databytes").write_text("2000\n"))
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.ehlo("big.example")
+        assert client.esmtp_features["size"] == "2000"
+        with pytest.raises(smtplib.SMTPSenderRefused) as early:  # smtplib sends SIZE=
+            client.sendmail("a@example.com", ["postmaster@mx.test"], b"x" * 5000 + b"\r\n")
+        assert early.value.smtp_code == 552
+        client.mail("a@example.com")  # no SIZE= announced: refused after DATA
+        client.rcpt("postmaster@mx.test")
+        code, text = client.data(b"x" * 5000 + b"\r\n")
+        assert (code, text[:5]) == (552, b"5.3.4")
+        # the session goes on: a small message after the big one is taken
+        assert client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (1, 1)) == {}
+
+
+def test_full_disk_answers_451_and_keeps_nothing_half_written(
+    server_factory: Callable[..., Running],
+) -> None:
+    """The queue on a 1 MiB tmpfs: a message that does not fit gets 451 4.3.1,
+    the queue holds only whole messages, and a small one still goes in."""
+    mounted: list[Path] = []
+
+    def small_disk(root: Path) -> None:
+        queue = root / "queue"
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(queue)],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(queue)
+
+    try:
+        server = server_factory(small_disk)
+        with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+            assert client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (1, 1)) == {}
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("a@example.com", ["postmaster@mx.test"], b"y" * 3_000_000)
+            assert refused.value.smtp_code == 451
+            assert refused.value.smtp_error.startswith(b"4.3.1")
+            assert client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (2, 2)) == {}
+        server.stop()
+        queue = Queue.open(server.root / "queue", readonly=True)
+        bodies = [queue.read_sync(m.id) for m in queue.messages()]
+        assert len(bodies) == 2
+        assert bodies[0].endswith(b"body 1\r\n") and bodies[1].endswith(b"body 2\r\n")
+    finally:
+        for queue in mounted:
+            subprocess.run(["umount", "-l", str(queue)], check=False)
