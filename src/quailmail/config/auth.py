@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ipaddress
 import os
 import shlex
@@ -77,6 +78,7 @@ def checkpassword_command(root: Path | str) -> list[str] | None:
     return argv or None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(ip: str) -> bool:
     try:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])

@@ -48,6 +48,7 @@ import enum
 import os
 import pwd
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,13 +301,9 @@ def _local_exists(root: Path, local: str) -> tuple[bool, str]:
     (not root: qmail never delivers to uid 0), else the alias user's files."""
     user = local.split("-", 1)[0]
     if user:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            pass
-        else:
-            if entry.pw_uid != 0:
-                return True, "system user"
+        uid = _system_uid(user)
+        if uid is not None and uid != 0:
+            return True, "system user"
     alias = root / "alias"
     for name in dot_qmail_names(local):
         if os.path.exists(alias / name):
@@ -336,3 +333,24 @@ def _virtual_exists(control: Control, local: str, domain: str) -> tuple[bool, st
     if _is_catchall(ddir / ".qmail-default"):
         return True, "catch-all"
     return False, "no such user"
+
+
+_PWD_TTL = 60.0  # seconds a system-user answer is kept (getpwnam reads /etc/passwd)
+_pwd_cache: dict[str, tuple[float, int | None]] = {}
+
+
+def _system_uid(user: str) -> int | None:
+    """The uid of a system user, or None; kept a minute, since nss "files"
+    parses /etc/passwd on every call and RCPT is the per-message path."""
+    now = time.monotonic()
+    hit = _pwd_cache.get(user)
+    if hit is not None and now - hit[0] < _PWD_TTL:
+        return hit[1]
+    try:
+        uid: int | None = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        uid = None
+    if len(_pwd_cache) > 4096:
+        _pwd_cache.clear()
+    _pwd_cache[user] = (now, uid)
+    return uid

@@ -345,7 +345,24 @@ def lookup(
         if missing_ok:
             return None
         raise
-    return match_cdb(cdb, ip, hostname=hostname, info=info)
+    # The answer for a client is kept with the cdb it came from: the same
+    # Cdb object means the same file (load_cdb checked it), so a recompiled
+    # file still counts at the next connection.
+    slot = (ip, hostname, info)
+    name = os.fspath(cdb_path)
+    answers = _answers.get(name)
+    if answers is None or answers[0] is not cdb:
+        answers = (cdb, {})
+        _answers[name] = answers
+    if slot in answers[1]:
+        return answers[1][slot]
+    match = match_cdb(cdb, ip, hostname=hostname, info=info)
+    if len(answers[1]) < 65536:
+        answers[1][slot] = match
+    return match
+
+
+_answers: dict[str, tuple[Cdb, dict[tuple[str, str | None, str | None], RuleMatch | None]]] = {}
 
 
 def control_rules(root: Path, name: str = SMTP_RULES) -> Path:

@@ -6,12 +6,14 @@ shown, logged and matched as plain IPv4 everywhere (never the mapped form).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=4096)
 def plain(address: str) -> str:
     """`::ffff:192.0.2.1` → `192.0.2.1`; IPv6 compressed; zone ids dropped."""
     text = address.split("%", 1)[0]
