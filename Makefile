@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
 	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev
 
-.PHONY: install test lint typecheck pytest peers run bench clean
+.PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,24 @@ peers:
 				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 		fi; \
 	else echo "not root: Debian peers not installed; tests that need them are skipped"; fi
+
+# Benchmark-only peer: Postfix, for smtp-source and the side-by-side instance
+# of bench/smtp_accept.sh.  Installed as "No configuration" (no main.cf in
+# /etc/postfix), so no system instance starts or takes port 25; the bench runs
+# its own instance on a free loopback port and stops it.
+BENCH_PEERS := postfix
+
+bench-peers:
+	@if [ "$$(id -u)" = 0 ]; then \
+		missing=""; for p in $(BENCH_PEERS); do \
+			dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing benchmark peers:$$missing"; \
+			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		fi; \
+	else echo "not root: benchmark peers not installed; bench/smtp_accept.sh is skipped"; fi
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -53,10 +71,12 @@ run: install
 	@echo "Stop with Ctrl-C."
 	$(BIN)/quail serve --root var
 
-bench: install peers
+bench: install peers bench-peers
 	$(BIN)/python bench/dkim.py
 	$(BIN)/python bench/spf.py
 	$(BIN)/python bench/queue_put.py
+	@if [ "$$(id -u)" = 0 ]; then bench/smtp_accept.sh; \
+	else echo "not root: bench/smtp_accept.sh skipped (Postfix's master needs root)"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
