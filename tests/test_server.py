@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from quailmail.net.proxy import v1_header, v2_header
-from quailmail.queue import Queue
+from quailmail.queue import QueueSet
 
 from serverfixtures import QUAIL, Running
 
@@ -29,7 +29,7 @@ def no_verify() -> ssl.SSLContext:
 
 
 def queued(server: Running) -> list[bytes]:
-    queue = Queue.open(server.root / "queue", readonly=True)
+    queue = QueueSet(server.root / "queue")
     return [queue.read_sync(m.id) for m in queue.messages()]
 
 

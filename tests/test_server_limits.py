@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from quailmail.queue import Queue
+from quailmail.queue import QueueSet
 
 from serverfixtures import QUAIL, Running, _wait_ready, start_server
 
@@ -129,7 +129,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
-            queue = Queue.open(root / "queue", readonly=True)
+            queue = QueueSet(root / "queue")
             present = {m.id: queue.read_sync(m.id) for m in queue.messages()}
             for qid, tag in acknowledged.items():
                 assert qid in present, f"round {round_number}: {qid} acknowledged but lost"
@@ -195,7 +195,7 @@ def test_full_disk_answers_451_and_keeps_nothing_half_written(
             assert refused.value.smtp_error.startswith(b"4.3.1")
             assert client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (2, 2)) == {}
         server.stop()
-        queue = Queue.open(server.root / "queue", readonly=True)
+        queue = QueueSet(server.root / "queue")
         bodies = [queue.read_sync(m.id) for m in queue.messages()]
         assert len(bodies) == 2
         assert bodies[0].endswith(b"body 1\r\n") and bodies[1].endswith(b"body 2\r\n")

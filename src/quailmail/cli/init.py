@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             "databytes": "26214400\n",
             "timeoutsmtpd": "1200\n",
             "concurrencyincoming": "2000\n",
+            "workers": f"{os.cpu_count() or 1}\n",
             "tcp.smtp": TCP_SMTP,
             "tcp.submission": TCP_SUBMISSION,
         }

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from quailmail.cli.common import CliError, add_root_option
-from quailmail.queue import Queue, QueuedMessage, QueueError
+from quailmail.queue import QueuedMessage, QueueError, QueueSet
 
 _HEADER_LIMIT = 256 * 1024  # show at most this much of a header block
 
@@ -40,13 +40,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def _open(root: Path | None) -> Queue:
+def _open(root: Path | None) -> QueueSet:
     if root is None:
         raise CliError("no root: give --root DIR or set $QUAIL_ROOT")
     if not root.is_dir():
         raise CliError(f"{root} is not a directory")
     try:
-        return Queue.open(root / "queue", readonly=True)
+        return QueueSet(root / "queue")
     except QueueError as exc:
         raise CliError(exc.reason) from None
 

@@ -1,15 +1,30 @@
-"""`quail serve`: run a root's listeners and queue in the foreground."""
+"""`quail serve`: run a root's listeners and queue in the foreground.
+
+With several workers (`--workers N`, else `control/workers`, else 1) the
+command supervises N processes that share the listening sockets
+(SO_REUSEPORT), each writing its own queue shard; SIGTERM to the
+supervisor stops them all cleanly, and a worker dies with its supervisor
+(PR_SET_PDEATHSIG), so a killed server is killed whole.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from quailmail.cli.common import CliError, add_root_option
+from quailmail.config.control import control_for
 from quailmail.server.app import ServeError, serve
+
+_PR_SET_PDEATHSIG = 1
 
 
 def register(sub: Any) -> None:
@@ -20,18 +35,35 @@ def register(sub: Any) -> None:
     )
     add_root_option(p)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes sharing the listeners (default: control/workers, else 1)",
+    )
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.root is None:
         raise CliError("give --root DIR (or set $QUAIL_ROOT)")
-    if not (args.root / "control").is_dir():
+    root: Path = args.root.resolve()
+    if not (root / "control").is_dir():
         raise CliError(f"{args.root} is not a quailmail root (run: quail init {args.root})")
+    workers = args.workers or control_for(root).int_value("workers", 1)
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
+    if workers > 1 and args.worker is None:
+        return _supervise(root, workers, quiet=args.quiet)
+    worker = args.worker or 0
+    if args.parent is not None:
+        _die_with_parent(args.parent)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(name)s[{worker}]: %(message)s",
     )
     try:
         import uvloop  # noqa: PLC0415 (optional: the faster event loop when installed)
@@ -40,7 +72,52 @@ def run(args: argparse.Namespace) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(args.root.resolve()))
+        runner(serve(root, worker=worker, workers=workers))
     except ServeError as exc:
         raise CliError(str(exc), code=1) from None
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this worker when the supervisor goes, however it goes."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+def _supervise(root: Path, workers: int, *, quiet: bool) -> int:
+    command = [sys.executable, "-m", "quailmail", "serve", "--root", str(root)]
+    command += ["--workers", str(workers), "--parent", str(os.getpid())]
+    if quiet:
+        command.append("--quiet")
+    children = [subprocess.Popen([*command, "--worker", str(i)]) for i in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    try:
+        # The first worker to exit ends the server: the others are told to stop.
+        pid, raw = os.wait()
+        code = os.waitstatus_to_exitcode(raw)
+        for child in children:
+            if child.pid == pid:
+                child.returncode = code
+        if code != 0:
+            status = code if code > 0 else 1
+        forward(signal.SIGTERM, None)
+        for child in children:
+            child.wait()
+            if child.returncode not in (0, None) and status == 0:
+                status = child.returncode if child.returncode > 0 else 1
+    except KeyboardInterrupt:
+        forward(signal.SIGTERM, None)
+    return status

@@ -6,6 +6,7 @@ Imports only `quailmail.core` and the standard library.
 """
 
 from quailmail.queue.record import Outcome, make_id, parse_id
+from quailmail.queue.shards import QueueSet, shard_path, shard_paths
 from quailmail.queue.store import DEFAULT_SEGMENT_SIZE, Queue, QueuedMessage, QueueError
 
 __all__ = [
@@ -13,7 +14,10 @@ __all__ = [
     "Outcome",
     "Queue",
     "QueueError",
+    "QueueSet",
     "QueuedMessage",
     "make_id",
     "parse_id",
+    "shard_path",
+    "shard_paths",
 ]

@@ -18,7 +18,7 @@ from quailmail.config.control import control_for
 from quailmail.net.addresses import parse_networks
 from quailmail.net.listeners import Listener, read_listeners
 from quailmail.net.tls import server_context
-from quailmail.queue import Queue
+from quailmail.queue import Queue, shard_path
 from quailmail.server.connection import SmtpConnection
 from quailmail.server.state import DEFAULT_CONCURRENCY, ServerState
 
@@ -31,11 +31,15 @@ class ServeError(Exception):
     """The server cannot start; one line saying why."""
 
 
-def _socket(listener: Listener) -> socket.socket:
+def _socket(listener: Listener, *, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if listener.ipv6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            # Several workers bind the same address; the kernel spreads the
+            # connections among them (ARCHITECTURE.md, Scale).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if listener.ipv6:
             # ::1 and 127.0.0.1 on the same port are two sockets.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -87,20 +91,24 @@ def raise_file_limit() -> int:
     return soft
 
 
-async def serve(root: Path, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    root: Path, *, worker: int = 0, workers: int = 1, ready: asyncio.Event | None = None
+) -> None:
+    """Serve as worker `worker` of `workers` (each its own queue shard)."""
     raise_file_limit()
     try:
         listeners = read_listeners(root)
     except ValueError as exc:
         raise ServeError(str(exc)) from None
-    sockets = [(listener, _socket(listener)) for listener in listeners]
+    sockets = [(listener, _socket(listener, shared=workers > 1)) for listener in listeners]
     try:
-        queue = Queue.open(root / "queue")
+        queue = Queue.open(shard_path(root / "queue", worker))
     except Exception as exc:
         for _, sock in sockets:
             sock.close()
         raise ServeError(f"cannot open the queue: {exc}") from None
     state = load_state(root, queue)
+    state.max_connections = max(1, state.max_connections // workers)
     loop = asyncio.get_running_loop()
     servers = []
     for listener, sock in sockets:
