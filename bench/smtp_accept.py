@@ -110,6 +110,18 @@ def wait_greeting(port: int, timeout: float = 15.0) -> None:
 
 
 def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` and its children (the workers of `quail serve`)."""
+    total = _own_rss_kib(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += rss_kib(int(child))
+    return total
+
+
+def _own_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
