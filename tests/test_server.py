@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from quailmail.dns.zoneserver import ZoneServer
 from quailmail.net.proxy import v1_header, v2_header
 from quailmail.queue import QueueSet
 
@@ -202,3 +203,50 @@ def test_sigterm_stops_cleanly(server: Running) -> None:
         client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
     assert server.stop() == 0
     assert len(queued(server)) == 1
+
+
+def test_host_rules_use_the_verified_reverse_name(
+    server_factory: Callable[..., Running], dns_server: ZoneServer
+) -> None:
+    """`=host` rules: the client's PTR name counts once it resolves back."""
+    dns_server.zone.add_ptr("127.0.0.1", "trusted.test")
+    dns_server.zone.add_a("trusted.test", "127.0.0.1")
+    dns_server.zone.add_ptr("::1", "liar.test")  # no AAAA back: not verified
+
+    def setup(root: Path) -> None:
+        (root / "control" / "dnsservers").write_text(dns_server.spec + "\n")
+        rules = '=trusted.test:allow,RELAYCLIENT="",FROMHOST="yes"\n=liar.test:deny\n:allow\n'
+        (root / "control" / "tcp.smtp").write_text(rules)
+        subprocess.run(
+            [
+                QUAIL,
+                "tcprules",
+                str(root / "control" / "tcp.smtp.cdb"),
+                str(root / "control" / "tcp.smtp.tmp"),
+            ],  # fmt: skip
+            input=rules.encode(),
+            check=True,
+        )
+
+    server = server_factory(setup)
+    relayed = _talk(
+        server.smtp,
+        b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<friend@elsewhere.example>\r\nQUIT\r\n",
+    )
+    assert b"250 2.1.5" in relayed  # RELAYCLIENT from =trusted.test
+    unverified = _talk(
+        server.smtp,
+        b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<friend@elsewhere.example>\r\nQUIT\r\n",
+        host="::1",
+    )
+    assert unverified.startswith(b"220 ")  # =liar.test did not match: allowed, no relay
+    assert b"553 5.7.1" in unverified
+
+
+def test_unknown_local_recipient_is_refused(server: Running) -> None:
+    reply = _talk(
+        server.smtp,
+        b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<zz9-plural-z-alpha@mx.test>\r\nQUIT\r\n",
+        host="::1",
+    )
+    assert b"550 5.1.1" in reply

@@ -96,10 +96,18 @@ def _supervise(root: Path, workers: int, *, quiet: bool) -> int:
         command.append("--quiet")
     children = [subprocess.Popen([*command, "--worker", str(i)]) for i in range(workers)]
 
+    stopping = []
+
     def forward(signum: int, _frame: object) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+
+    def failed(code: int) -> bool:
+        # A worker still starting when told to stop dies of the SIGTERM
+        # itself, before its handler is in place: that is a clean stop too.
+        return code != 0 and not (stopping and code == -signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -111,12 +119,12 @@ def _supervise(root: Path, workers: int, *, quiet: bool) -> int:
         for child in children:
             if child.pid == pid:
                 child.returncode = code
-        if code != 0:
+        if failed(code):
             status = code if code > 0 else 1
         forward(signal.SIGTERM, None)
         for child in children:
             child.wait()
-            if child.returncode not in (0, None) and status == 0:
+            if failed(child.returncode) and status == 0:
                 status = child.returncode if child.returncode > 0 else 1
     except KeyboardInterrupt:
         forward(signal.SIGTERM, None)

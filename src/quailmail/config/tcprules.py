@@ -368,3 +368,22 @@ _answers: dict[str, tuple[Cdb, dict[tuple[str, str | None, str | None], RuleMatc
 def control_rules(root: Path, name: str = SMTP_RULES) -> Path:
     """`ROOT/control/tcp.smtp.cdb` (or another rules cdb of the control directory)."""
     return root / "control" / name
+
+
+_names: dict[str, tuple[Cdb, bool]] = {}
+
+
+def wants_hostname(cdb_path: Path) -> bool:
+    """Whether the rules name hosts (`=host`, `=.domain`, `=`): only then is
+    the client's reverse name worth a DNS lookup per connection (tcpserver
+    looks it up unless run with -H)."""
+    try:
+        cdb = load_cdb(cdb_path)
+    except FileNotFoundError:
+        return False
+    name = os.fspath(cdb_path)
+    hit = _names.get(name)
+    if hit is None or hit[0] is not cdb:
+        hit = (cdb, any(key.startswith(b"=") or b"@=" in key for key, _ in cdb.items()))
+        _names[name] = hit
+    return hit[1]

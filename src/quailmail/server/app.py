@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from quailmail.config.control import control_for
+from quailmail.dns.resolver import make_resolver
 from quailmail.net.addresses import parse_networks
 from quailmail.net.listeners import Listener, read_listeners
 from quailmail.net.tls import server_context
@@ -64,6 +65,10 @@ def load_state(root: Path, queue: Queue) -> ServerState:
         proxy_from = parse_networks(control.lines("proxyfrom"))
     except ValueError as exc:
         raise ServeError(f"control/proxyfrom: {exc}") from None
+    try:
+        resolver = make_resolver(None, root)
+    except ValueError as exc:
+        raise ServeError(f"control/dnsservers: {exc}") from None
     return ServerState(
         root=root,
         control=control,
@@ -71,6 +76,7 @@ def load_state(root: Path, queue: Queue) -> ServerState:
         tls=tls,
         proxy_from=proxy_from,
         hostname=hostname,
+        resolver=resolver,
         max_connections=control.int_value("concurrencyincoming", DEFAULT_CONCURRENCY),
         max_per_ip=control.int_value("concurrencyperip", 0),
     )

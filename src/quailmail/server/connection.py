@@ -20,16 +20,19 @@ import ssl
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from quailmail.config.auth import authenticate, checkpassword_command, is_loopback
 from quailmail.config.recipients import RcptCounter, decide_recipient
 from quailmail.config.tcprules import lookup as rules_lookup
+from quailmail.config.tcprules import wants_hostname
 from quailmail.core.reply import Reply
 from quailmail.net import proxy
 from quailmail.net.addresses import in_networks, plain
 from quailmail.net.listeners import Listener
 from quailmail.queue import QueueError
+from quailmail.server.names import verified_name
 from quailmail.server.state import ServerState
 from quailmail.smtp import (
     NEED_DATA,
@@ -67,6 +70,8 @@ class SmtpConnection(asyncio.Protocol):
         self.tls_active = listener.implicit_tls
         self.pending = bytearray()  # bytes before the session exists (PROXY header)
         self.awaiting_proxy = False
+        self.naming = False  # looking up the client's name for =host rules
+        self.eof_pending = False
         self.greeting_held = False  # GREETDELAY running
         self.busy = False  # a queue write or password check under way
         self.closed = False
@@ -148,9 +153,33 @@ class SmtpConnection(asyncio.Protocol):
         ):
             self._refuse(Reply(421, "4.7.0", f"{state.hostname} too many connections"))
             return
+        rules = state.root / "control" / self.listener.rules
+        if wants_hostname(rules):
+            # Rules name hosts: find the client's verified name first, as
+            # tcpserver does; input waits in `pending` meanwhile.
+            self.naming = True
+            task = self.loop.create_task(verified_name(state.resolver, ip))
+            task.add_done_callback(lambda done: self._named(rules, done))
+            return
+        self._start(rules, None)
+
+    def _named(self, rules: Path, task: asyncio.Task[str | None]) -> None:
+        self.naming = False
+        if self.closed:
+            return
+        try:
+            host = task.result()
+        except Exception:  # a resolver bug must not leave the client hanging
+            log.exception("%s: reverse lookup failed", self.remote_ip)
+            host = None
+        self._start(rules, host)
+
+    def _start(self, rules: Path, host: str | None) -> None:
+        state = self.state
+        ip = self.remote_ip
         # tcpserver reads the rules file on every connection: a recompiled
         # file counts at once.  No file: every client allowed, no variables.
-        match = rules_lookup(state.root / "control" / self.listener.rules, ip)
+        match = rules_lookup(rules, ip, hostname=host)
         if match is not None and not match.allow:
             log.info("%s: denied by %s", ip, match.key or "the default rule")
             self._close()  # tcpserver drops a denied client without a word
@@ -164,6 +193,8 @@ class SmtpConnection(asyncio.Protocol):
             "TCPLOCALIP": self.local_ip,
             "TCPLOCALPORT": str(self.local_port),
         }
+        if host is not None:
+            env["TCPREMOTEHOST"] = host
         if match is not None:
             env.update(match.env)
         self.env = env
@@ -193,6 +224,9 @@ class SmtpConnection(asyncio.Protocol):
             data = bytes(self.pending)
             self.pending.clear()
             self.data_received(data)
+        if self.eof_pending and not self.closed:
+            self.eof_pending = False
+            self.eof_received()
 
     def _greet(self) -> None:
         if self.greeting_held and not self.closed:
@@ -208,7 +242,7 @@ class SmtpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self.awaiting_proxy or self.session is None:
+        if self.awaiting_proxy or self.session is None or self.naming:
             self.pending += data
             if self.awaiting_proxy:
                 self._take_proxy_header()
@@ -224,11 +258,16 @@ class SmtpConnection(asyncio.Protocol):
             self._pump()
 
     def eof_received(self) -> bool | None:
-        if self.session is not None and not self.greeting_held:
+        # True keeps our side open: replies to what was already sent (a
+        # pipelined script ending in QUIT, then EOF) must still be written.
+        if self.session is None or self.naming or self.awaiting_proxy:
+            self.eof_pending = True  # fed to the session once it exists
+            return True
+        if not self.greeting_held:
             self.session.receive(b"")
             if not self.busy:
                 self._pump()
-        return None
+        return True
 
     # -- the event loop of the session -----------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quailmail.config.control import Control
+from quailmail.core.dns import Resolver
 from quailmail.net.addresses import Network
 from quailmail.queue import Queue
 
@@ -26,6 +27,7 @@ class ServerState:
     tls: ssl.SSLContext | None
     proxy_from: list[Network]
     hostname: str
+    resolver: Resolver
     max_connections: int = DEFAULT_CONCURRENCY
     max_per_ip: int = 0  # 0: no per-address limit
     connections: int = 0
