@@ -223,7 +223,7 @@ def test_host_rules_use_the_verified_reverse_name(
                 "tcprules",
                 str(root / "control" / "tcp.smtp.cdb"),
                 str(root / "control" / "tcp.smtp.tmp"),
-            ],  # fmt: skip
+            ],
             input=rules.encode(),
             check=True,
         )
@@ -250,3 +250,47 @@ def test_unknown_local_recipient_is_refused(server: Running) -> None:
         host="::1",
     )
     assert b"550 5.1.1" in reply
+
+
+OPEN_RELAY_TRICKS = [
+    "friend@elsewhere.example",
+    "friend%elsewhere.example@mx.test",
+    "elsewhere.example!friend@mx.test",
+    "@mx.test:friend@elsewhere.example",
+    '"friend@elsewhere.example"@mx.test',
+    "friend@[192.0.2.77]",
+    "friend@[IPv6:2001:db8::77]",
+    "FRIEND@ELSEWHERE.EXAMPLE",
+    "friend@elsewhere.example.",
+]
+
+
+def test_open_relay_tricks_are_refused_for_an_outside_client(
+    server_factory: Callable[..., Running],
+) -> None:
+    def trust_loopback(root: Path) -> None:
+        (root / "control" / "proxyfrom").write_text("127.0.0.1\n")
+
+    server = server_factory(trust_loopback)
+    script = v1_header("198.51.100.20", 4000, "127.0.0.1", server.smtp)
+    script += b"EHLO outside.example\r\nMAIL FROM:<spammer@example.com>\r\n"
+    for address in OPEN_RELAY_TRICKS:
+        script += f"RCPT TO:<{address}>\r\n".encode()
+    script += b"RCPT TO:<POSTMASTER@MX.TEST>\r\nQUIT\r\n"
+    lines = [line for line in _talk(server.smtp, script).decode().splitlines()]
+    rcpt_replies = [line for line in lines if line[:3] in ("250", "550", "553", "501")][-10:]
+    assert len(rcpt_replies) == len(OPEN_RELAY_TRICKS) + 1, lines
+    for address, reply in zip(OPEN_RELAY_TRICKS, rcpt_replies, strict=False):
+        assert reply[0] == "5", f"{address}: {reply}"
+    assert rcpt_replies[-1].startswith("250 2.1.5")  # our own domain, any case
+
+
+def test_auth_login_over_starttls(server: Running) -> None:
+    added = server.quail("user", "add", "ann@example.net", "--password-stdin", stdin=b"pw-9\n")
+    assert added.returncode == 0, added.stderr
+    with smtplib.SMTP("::1", server.submission, timeout=10) as client:
+        client.starttls(context=no_verify())
+        client.ehlo("client.example")
+        client.user, client.password = "ann@example.net", "pw-9"
+        code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+        assert code == 235
