@@ -227,7 +227,7 @@ def address_domain(value: str) -> tuple[str, str] | None:
     Enough of RFC 5322 for sender identification: angle-addr or addr-spec,
     display names and comments skipped, quoted local parts kept.
     """
-    text = _strip_comments(value)
+    text = strip_comments(value)
     lt = text.rfind("<")
     if lt >= 0:
         gt = text.find(">", lt)
@@ -245,7 +245,8 @@ def address_domain(value: str) -> tuple[str, str] | None:
     return local, domain
 
 
-def _strip_comments(value: str) -> str:
+def strip_comments(value: str) -> str:
+    """The text with RFC 5322 comments removed (quoted strings and escapes respected)."""
     out: list[str] = []
     depth = 0
     quoted = False

@@ -9,7 +9,7 @@ forwarded mail.  The seeds' reflector report still shows the check.
 
 from __future__ import annotations
 
-from quailmail.auth.message import Message
+from quailmail.auth.message import Message, strip_comments
 from quailmail.auth.spf.check import (
     DEFAULT_EXPLANATION,
     TIME_LIMIT,
@@ -72,7 +72,7 @@ def _choose(fields: list[tuple[str, str]]) -> tuple[str, str] | None:
 def _single_mailbox(value: str) -> str | None:
     """Step 5: one mailbox with a domain, or None (several mailboxes, a
     group, no "@", hopeless syntax)."""
-    text = _outside_comments(value)
+    text = strip_comments(value)
     items = [item.strip() for item in _split_top(text) if item.strip()]
     if len(items) != 1:
         return None
@@ -93,36 +93,6 @@ def _single_mailbox(value: str) -> str | None:
     if not at or not local.strip() or not domain or any(c in domain for c in ' <>"\\'):
         return None
     return f"{local.strip()}@{domain}"
-
-
-def _outside_comments(value: str) -> str:
-    out: list[str] = []
-    depth = 0
-    quoted = False
-    escaped = False
-    for ch in value:
-        if escaped:
-            escaped = False
-            if not depth:
-                out.append(ch)
-            continue
-        if ch == "\\":
-            escaped = True
-            if not depth:
-                out.append(ch)
-        elif quoted:
-            quoted = ch != '"'
-            out.append(ch)
-        elif ch == '"' and not depth:
-            quoted = True
-            out.append(ch)
-        elif ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif not depth:
-            out.append(ch)
-    return "".join(out)
 
 
 def _split_top(text: str) -> list[str]:
