@@ -11,6 +11,7 @@ from quailmail.cli import (
     checkdns,
     dknewkey,
     init,
+    inject,
     queue,
     serve,
     sign,
@@ -31,7 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quail {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (init, serve, dknewkey, sign, verify, spf, checkdns, tcprules, user, queue):
+    for module in (
+        init,
+        serve,
+        inject,
+        dknewkey,
+        sign,
+        verify,
+        spf,
+        checkdns,
+        tcprules,
+        user,
+        queue,
+    ):
         module.register(sub)
     return parser
 

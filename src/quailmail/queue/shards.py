@@ -2,9 +2,10 @@
 
 Several `quail serve` workers share the listening sockets (SO_REUSEPORT);
 each owns a shard, because a queue has exactly one writer (its flock).
-Worker 0 writes `ROOT/queue` itself, worker N `ROOT/queue/wN` (a directory
-the segment scan ignores).  Readers (`quail queue`, delivery later) see
-the union, oldest first.  A message lives in exactly one shard.
+Worker 0 writes `ROOT/queue` itself, worker N `ROOT/queue/wN`, and
+`quail inject` `ROOT/queue/inject` (directories the segment scan ignores).
+Readers (`quail queue`, delivery later) see the union, oldest first.
+A message lives in exactly one shard.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from quailmail.queue.store import Queue, QueuedMessage
+
+INJECT = "inject"  # the shard `quail inject` writes (its processes take turns)
 
 
 def shard_path(queue_dir: Path, worker: int) -> Path:
@@ -29,7 +32,8 @@ def shard_paths(queue_dir: Path) -> list[Path]:
     for name in names:
         if name[:1] == "w" and name[1:].isdigit() and (queue_dir / name).is_dir():
             extra.append((int(name[1:]), queue_dir / name))
-    return [queue_dir] + [path for _, path in sorted(extra)]
+    tail = [queue_dir / INJECT] if (queue_dir / INJECT).is_dir() else []
+    return [queue_dir] + [path for _, path in sorted(extra)] + tail
 
 
 class QueueSet:

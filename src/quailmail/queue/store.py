@@ -163,6 +163,7 @@ class Queue:
         self._last_stamp = 0
         self._tag = os.getpid() & TAG_MASK
         self._lock_fd: int | None = None
+        self._wait = False
         self._writer: SegmentWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._messages: list[_PendingMessage] = []
@@ -183,12 +184,16 @@ class Queue:
         write: WriteFn | None = None,
         sync: SyncFn | None = None,
         clock: Clock | None = None,
+        wait: bool = False,
     ) -> Queue:
         """Open (creating it unless `readonly`) and recover the queue at `path`.
 
         Read-only opens take no lock and change nothing: `quail queue` uses
-        them beside a running server, whose unfinished tail they skip."""
+        them beside a running server, whose unfinished tail they skip.
+        `wait`: block until another writer lets go of the queue instead of
+        failing (`quail inject` processes take turns on their shard)."""
         queue = cls(Path(path), readonly, clock or SystemClock())
+        queue._wait = wait
         try:
             queue._recover(segment_size, write, sync)
         except OSError as exc:
@@ -210,7 +215,8 @@ class Queue:
                 self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
             try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flags = fcntl.LOCK_EX if self._wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+                fcntl.flock(self._lock_fd, flags)
             except BlockingIOError:
                 raise QueueError(f"queue {self.path} is in use by another process") from None
         segs, states = list_files(self.path)
