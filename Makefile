@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # g++, binutils (objcopy) and libssl-dev build tests/peers' libdkim helpers and
 # bench/opendkim_bench.c.
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 

@@ -1,0 +1,180 @@
+"""qmail-local(8) as a library: deliver one message to one local recipient.
+
+In order: refuse a loop (the message already carries our Delivered-To line),
+find the ``.qmail`` file (dotqmail), then carry out its lines one by one;
+the first failure ends the delivery (a temporary one means the whole
+delivery is retried later, which may repeat the lines that succeeded: qmail
+does the same).  Forward lines are collected and returned, for the caller
+to queue once at the end, as qmail-local hands them to qmail-queue after
+the other lines succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quailmail.config.users import UserError, domain_dir, lookup_user, split_address
+from quailmail.core.outcome import Outcome
+
+from . import junk
+from .command import CommandEnv, run_command
+from .dotqmail import DotQmailError, Kind, Line, check_home, find_dotqmail, read_dotqmail
+from .maildir import deliver_maildir, dtline
+from .mbox import deliver_mbox
+
+LOOPING = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
+DEFAULT_DELIVERY: tuple[Line, ...] = (Line(Kind.MAILDIR, "./Maildir/"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """Where and for whom: qmail-local's arguments (user, home, local, dash
+    ext, domain, defaultdelivery)."""
+
+    home: Path
+    user: str
+    local: str  # the whole local part of the recipient
+    host: str
+    ext: str = ""  # LOCAL after USER and a dash ("" when none)
+    default_delivery: tuple[Line, ...] = DEFAULT_DELIVERY
+    domain_dir: Path | None = None  # vpopmail: ROOT/domains/D (junkfolder)
+
+    @property
+    def recipient(self) -> str:
+        return f"{self.local}@{self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResult:
+    outcome: Outcome
+    forwards: tuple[str, ...] = ()  # addresses to queue, from NEWSENDER
+    new_sender: str = ""
+    delivered: tuple[str, ...] = field(default=())  # files written, programs run
+
+
+def vpopmail_mailbox(root: Path, address: str) -> Mailbox | None:
+    """The Mailbox of a vpopmail-style virtual user: ``USER@D`` or
+    ``USER-EXT@D`` (USER the longest vpasswd name before a dash), home the
+    user's directory; None if no such user."""
+    try:
+        local, domain = split_address(address)
+    except UserError:
+        return None
+    candidates = [local] + [local[:i] for i in range(len(local) - 1, 0, -1) if local[i] == "-"]
+    for name in candidates:
+        user = lookup_user(root, f"{name}@{domain}")
+        if user is not None:
+            home = Path(user.dir) if Path(user.dir).is_absolute() else Path(root) / user.dir
+            ext = local[len(name) + 1 :]
+            return Mailbox(home, name, local, domain, ext, domain_dir=domain_dir(root, domain))
+    return None
+
+
+def is_looping(message: bytes, recipient: str) -> bool:
+    """qmail-local(8): "it already has my Delivered-To line" (#5.4.6);
+    compared without regard to case, header lines only."""
+    mine = dtline(recipient).rstrip(b"\n").lower()
+    header = junk.header_of(message)
+    return any(line.rstrip(b"\r").lower() == mine for line in header.splitlines())
+
+
+def _new_sender(mb: Mailbox, sender: str) -> str:
+    # qmail-local(8): with a non-null sender and a .qmail-EXT-owner file,
+    # forwarded mail gets the sender LOCAL-owner@HOST (bounces go to the
+    # list owner).  The VERP form (-owner-default) is not done.
+    if sender:
+        owner = ".qmail-owner" if not mb.ext else f".qmail-{mb.ext.lower()}-owner"
+        if (mb.home / owner).exists():
+            return f"{mb.local}-owner@{mb.host}"
+    return sender
+
+
+async def deliver_local(
+    mb: Mailbox,
+    message: bytes,
+    *,
+    sender: str,
+    junk_folder: bool = True,
+    command_timeout: float = 3600.0,
+) -> LocalResult:
+    """Deliver MESSAGE (LF line ends, no Return-Path/Delivered-To yet) to MB.
+
+    ``junk_folder``: a message tagged ``X-Spam-Status: Yes`` goes to the
+    ``.Junk`` folder of each top-level Maildir line (junk.junk_enabled
+    decides it from the control files).
+    """
+    recipient = mb.recipient
+    if is_looping(message, recipient):
+        return LocalResult(
+            Outcome.permanent(
+                "This message is looping: it already has my Delivered-To line. (#5.4.6)"
+            )
+        )
+    try:
+        await asyncio.to_thread(check_home, mb.home)
+        found = find_dotqmail(mb.home, mb.ext)
+        if found is None:
+            return LocalResult(Outcome.permanent("Sorry, no mailbox here by that name. (#5.1.1)"))
+        lines = None if found.path is None else read_dotqmail(found.path)
+    except DotQmailError as err:
+        return LocalResult(Outcome.temporary(str(err)))
+    except OSError as err:
+        return LocalResult(Outcome.temporary(f"unable to read .qmail: {err.strerror} (#4.3.0)"))
+    if lines is None:
+        lines = list(mb.default_delivery)
+    if not lines:
+        # qmail-local: a .qmail of only comments delivers nowhere; we defer
+        # rather than lose the message.
+        return LocalResult(Outcome.temporary("no delivery instructions in .qmail (#4.2.1)"))
+
+    new_sender = _new_sender(mb, sender)
+    env = CommandEnv(
+        sender=sender,
+        new_sender=new_sender,
+        recipient=recipient,
+        user=mb.user,
+        home=mb.home,
+        local=mb.local,
+        host=mb.host,
+        ext=mb.ext,
+        default=found.default
+        if found.path is not None and found.path.name.endswith("default")
+        else None,
+    )
+    spam = junk_folder and junk.is_spam(message)
+    forwards: list[str] = []
+    delivered: list[str] = []
+    for line in lines:
+        if line.kind is Kind.FORWARD:
+            forwards.append(line.value)
+            continue
+        if line.kind is Kind.PROGRAM:
+            result = await run_command(line.value, message, env, timeout=command_timeout)
+            if not result.outcome.is_ok:
+                return LocalResult(result.outcome, (), new_sender, tuple(delivered))
+            delivered.append(f"|{line.value}")
+            if result.stop:
+                break
+            continue
+        path = mb.home / line.value
+        if line.kind is Kind.MAILDIR:
+            outcome = await asyncio.to_thread(_maildir, path, message, recipient, sender, spam)
+        else:
+            outcome = await asyncio.to_thread(
+                deliver_mbox, path, message, delivered_to=recipient, return_path=sender
+            )
+        if not outcome.is_ok:
+            return LocalResult(outcome, (), new_sender, tuple(delivered))
+        delivered.append(outcome.reason)
+    return LocalResult(Outcome.ok("delivered"), tuple(forwards), new_sender, tuple(delivered))
+
+
+def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:
+    if spam and (path / "new").is_dir() and not junk.is_folder(path):
+        try:
+            path = junk.ensure_junk_folder(path)
+        except OSError as err:
+            return Outcome.temporary(f"unable to create Junk folder in {path}: {err.strerror}")
+    return deliver_maildir(path, [message], delivered_to=recipient, return_path=sender)

@@ -1,0 +1,123 @@
+"""The built-in Junk folder (seed 003's maildrop mailfilter-to-spam), and the
+seeds' own ``|preline /usr/bin/maildrop FILTER`` line run with Debian's maildrop."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from quailmail.config.users import make_maildir
+from quailmail.deliver.junk import is_spam, junk_enabled
+from quailmail.deliver.local import Mailbox, deliver_local
+
+SPAM = b"X-Spam-Status: Yes, score=9.1\nSubject: buy\n\nbody\n"
+HAM = b"X-Spam-Status: No, score=0.1\nSubject: hi\n\nbody\n"
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "joe"
+    home.mkdir(mode=0o700)
+    make_maildir(home / "Maildir")
+    return home
+
+
+def _deliver(home: Path, message: bytes, junk: bool = True) -> None:
+    mb = Mailbox(home, "joe", "joe", "example.org")
+    res = asyncio.run(deliver_local(mb, message, sender="s@x.example", junk_folder=junk))
+    assert res.outcome.kind == "ok", res.outcome
+
+
+def _count(md: Path) -> int:
+    return len(list((md / "new").iterdir())) if (md / "new").is_dir() else 0
+
+
+def test_is_spam() -> None:
+    assert is_spam(SPAM)
+    assert is_spam(b"x-spam-status:yes\n\n")
+    assert not is_spam(HAM)
+    assert not is_spam(b"Subject: x\n\nX-Spam-Status: Yes\n")  # body, not header
+
+
+def test_tagged_goes_to_junk_subscribed_once(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    md = home / "Maildir"
+    _deliver(home, SPAM)
+    _deliver(home, SPAM)
+    _deliver(home, HAM)
+    junk = md / ".Junk"
+    assert (junk / "maildirfolder").is_file()
+    assert all((junk / d).is_dir() for d in ("cur", "new", "tmp"))
+    assert (_count(junk), _count(md)) == (2, 1)
+    assert (md / "courierimapsubscribed").read_text() == "INBOX.Junk\n"
+    assert (md / "subscriptions").read_text() == "V\t2\n\nJunk\n"
+
+
+def test_untagged_stays_in_inbox_and_switch_off(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    _deliver(home, SPAM, junk=False)
+    assert _count(home / "Maildir") == 1
+    assert not (home / "Maildir" / ".Junk").exists()
+
+
+def test_junk_enabled_files(tmp_path: Path) -> None:
+    control, ddir, home = tmp_path / "control", tmp_path / "d", tmp_path / "u"
+    for d in (control, ddir, home):
+        d.mkdir()
+    kw = {"control_dir": control, "domain_dir": ddir, "home": home}
+    assert junk_enabled(**kw)
+    (control / "junkfolder").write_text("0\n")
+    assert not junk_enabled(**kw)
+    (ddir / ".junkfolder").write_text("1\n")
+    assert junk_enabled(**kw)
+    (home / ".junkfolder").write_text("0\n")
+    assert not junk_enabled(**kw)
+
+
+SEED_FILTER = """\
+SHELL="/bin/sh"
+import EXT
+import HOST
+USERHOME="{home}"
+
+if ( /^X-Spam-Status: Yes/ )
+{{
+        `test -d $USERHOME/Maildir/.Junk`
+
+        if ( $RETURNCODE == 1 )
+        {{
+            `/usr/bin/maildirmake -f Junk $USERHOME/Maildir`
+            `echo INBOX.Junk >> $USERHOME/Maildir/courierimapsubscribed`
+        }}
+
+        to "$USERHOME/Maildir/.Junk"
+}}
+else
+{{
+        to "$USERHOME/Maildir/"
+}}
+"""
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(shutil.which("maildrop") is None, reason="Debian maildrop not installed")
+@pytest.mark.skipif(
+    shutil.which("maildirmake") is None, reason="maildirmake (maildrop) not installed"
+)
+def test_seed_line_with_real_maildrop(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    filt = tmp_path / "mailfilter-to-spam"
+    filt.write_text(SEED_FILTER.format(home=home))
+    filt.chmod(0o600)  # maildrop refuses filters others may read or write
+    (home / ".qmail").write_text(f"|preline /usr/bin/maildrop {filt}\n")
+    _deliver(home, SPAM, junk=False)
+    _deliver(home, HAM, junk=False)
+    md = home / "Maildir"
+    assert (md / ".Junk" / "maildirfolder").exists()
+    assert (_count(md / ".Junk"), _count(md)) == (1, 1)
+    assert (md / "courierimapsubscribed").read_text() == "INBOX.Junk\n"
+    (spam,) = (md / ".Junk" / "new").iterdir()
+    # maildrop keeps preline's From_ line in a Maildir file, as Debian builds it.
+    assert b"\nReturn-Path: <s@x.example>\nDelivered-To: joe@example.org\n" in spam.read_bytes()
