@@ -1,0 +1,1 @@
+"""Delivery: local (Maildir, .qmail) and remote (SMTP)."""
