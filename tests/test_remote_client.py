@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from quailmail.config.control import Control
 from quailmail.deliver.remote import (
     RemoteSettings,
     Status,
@@ -131,9 +132,11 @@ class Responder:
     commands: list[str] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     connections: int = 0
+    peers: list[str] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.peers.append(writer.get_extra_info("peername")[0])
 
         def say(text: str) -> None:
             writer.write(text.encode() + b"\r\n")
@@ -353,3 +356,35 @@ def test_nothing_reachable_is_temporary_null_mx_permanent(
     nomail = asyncio.run(run("nomail.test"))
     assert [o.status for o in nomail] == [Status.PERMANENT] * 2
     assert "accepts no mail (RFC 7505)" in nomail[0].reply
+
+
+def test_outgoingip_and_control_files(dns_server: ZoneServer, tmp_path: Path) -> None:
+    port = free_port()
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "me").write_text("me.test\n")
+    (control / "smtproutes").write_text(f"dest.test:127.0.0.1:{port}\n")
+    (control / "outgoingip").write_text("127.0.0.3\n")
+    (control / "outgoingip6").write_text("::\n")
+    (control / "timeoutconnect").write_text("7\n")
+    config = RemoteSettings.from_control(Control(tmp_path))
+    assert (config.helo, config.timeout_connect, config.timeout_remote) == ("me.test", 7.0, 1200.0)
+    assert (config.outgoing_ip, config.outgoing_ip6) == ("127.0.0.3", None)
+    (control / "helohost").write_text("out.test\n")
+    assert RemoteSettings.from_control(Control(tmp_path)).helo == "out.test"
+    responder = Responder()
+
+    async def run() -> list[Any]:
+        return await deliver_remote(
+            "dest.test",
+            "",
+            ["a@dest.test"],
+            b"x\r\n",
+            resolver=resolver_for(dns_server),
+            settings=config,
+        )
+
+    outcomes = asyncio.run(serving(responder, port, ("127.0.0.1",), run))
+    assert [o.status for o in outcomes] == [Status.DELIVERED]
+    assert responder.peers == ["127.0.0.3"]
+    assert responder.commands[0] == "EHLO me.test"
