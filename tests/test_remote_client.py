@@ -129,6 +129,7 @@ class Responder:
     rcpt: Callable[[str], str] = lambda _: "250 ok"
     data: str = "354 go"
     final: str = "250 queued"
+    starttls: str = "454 4.7.0 TLS not available"
     commands: list[str] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     connections: int = 0
@@ -171,6 +172,12 @@ class Responder:
                         lines_in.append(got)
                     self.messages.append(b"".join(lines_in))
                     say(self.final)
+            elif verb == "STARTTLS":
+                say(self.starttls)
+                if self.starttls.startswith("220"):
+                    writer.write(b"this is not a TLS handshake\r\n")  # the handshake fails
+                    await writer.drain()
+                    break
             elif verb == "QUIT":
                 say("221 bye")
                 break
@@ -388,3 +395,39 @@ def test_outgoingip_and_control_files(dns_server: ZoneServer, tmp_path: Path) ->
     assert [o.status for o in outcomes] == [Status.DELIVERED]
     assert responder.peers == ["127.0.0.3"]
     assert responder.commands[0] == "EHLO me.test"
+
+
+def test_failed_starttls_moves_on_and_never_falls_back_to_plain(dns_server: ZoneServer) -> None:
+    """A server that offers STARTTLS but cannot finish the handshake counts
+    as unreachable: the next address is tried, the message is never sent in
+    plain text to the server that offered TLS."""
+    dns_server.zone.add_mx("tls.test", 10, "bad.tls.test")
+    dns_server.zone.add_mx("tls.test", 20, "good.tls.test")
+    dns_server.zone.add_a("bad.tls.test", "127.0.0.1")
+    dns_server.zone.add_a("good.tls.test", "127.0.0.2")
+    port = free_port()
+    bad = Responder(extensions=["PIPELINING", "STARTTLS"], starttls="220 go ahead")
+    good = Responder()
+    config = settings(port=port)
+
+    async def run() -> list[Any]:
+        server = await asyncio.start_server(bad.handle, "127.0.0.1", port)
+        async with server:
+            return await serving(
+                good,
+                port,
+                ("127.0.0.2",),
+                lambda: deliver_remote(
+                    "tls.test",
+                    "",
+                    ["p@tls.test"],
+                    b"\r\n",
+                    resolver=resolver_for(dns_server),
+                    settings=config,
+                ),
+            )
+
+    outcomes = asyncio.run(run())
+    assert [o.status for o in outcomes] == [Status.DELIVERED]
+    assert outcomes[0].host == "good.tls.test"
+    assert "STARTTLS" in bad.commands and bad.messages == []
