@@ -55,7 +55,14 @@ def test_early_talker_is_refused(server_factory: Callable[..., Running]) -> None
         assert client.ehlo("patient.example")[0] == 250
 
 
-def test_a_thousand_idle_connections_do_not_stop_a_new_client(server: Running) -> None:
+def test_a_thousand_idle_connections_do_not_stop_a_new_client(
+    server_factory: Callable[..., Running],
+) -> None:
+    # concurrencyincoming is split among the workers; give room to spare so
+    # an uneven SO_REUSEPORT spread cannot refuse the newcomer.
+    server = server_factory(
+        lambda root: (root / "control" / "concurrencyincoming").write_text("8000\n")
+    )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1200:
         pytest.skip(f"file descriptor limit {hard} is below 1,200")
