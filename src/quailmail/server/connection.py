@@ -77,7 +77,9 @@ class SmtpConnection(asyncio.Protocol):
         self.closed = False
         self.counted = False
         self.sender = ""
+        self.sender_set = False  # between MAIL and the end of the transaction
         self.recipients: list[str] = []
+        self.timeout = 0.0
         self.counter: RcptCounter | None = None
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
@@ -352,13 +354,12 @@ class SmtpConnection(asyncio.Protocol):
         return decision.reply
 
     def _end_transaction(self) -> None:
-        if getattr(self, "sender_set", False):
+        if self.sender_set:
             self.state.in_transaction -= 1
         self.sender_set = False
         self.sender = ""
         self.recipients = []
 
-    sender_set = False
 
     # -- answers that wait -------------------------------------------------------------
 
@@ -479,7 +480,6 @@ class SmtpConnection(asyncio.Protocol):
         self._pump()
         self._close()
 
-    timeout = 0.0
 
     def shutdown(self) -> None:
         """SIGTERM: an idle connection is told 421 and closed; one inside a
