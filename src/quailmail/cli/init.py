@@ -11,6 +11,7 @@ from typing import Any
 
 from quailmail.cli.common import CliError
 from quailmail.config.tcprules import compile_rules
+from quailmail.core.files import write_atomic
 from quailmail.net.listeners import default_listeners
 from quailmail.net.tls import self_signed
 
@@ -47,12 +48,7 @@ def register(sub: Any) -> None:
 
 
 def _write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    raw = data.encode() if isinstance(data, str) else data
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(raw)
-        out.flush()
-        os.fsync(out.fileno())
+    write_atomic(path, data.encode() if isinstance(data, str) else data, mode=mode)
 
 
 def run(args: argparse.Namespace) -> int:

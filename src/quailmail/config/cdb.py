@@ -21,10 +21,11 @@ it over the target, so a reader sees the old file or the new one, never half.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from quailmail.core import files
 
 _HEADER = 2048
 _LIMIT = 0xFFFFFFFF  # every position is a 32-bit number: a cdb holds at most 4 GiB
@@ -135,25 +136,6 @@ def write_atomic(path: Path, tmp: Path, data: bytes) -> None:
     """Write `tmp`, fsync it, rename it over `path` (tcprules' contract).
 
     `tmp` must be on the same file system as `path`; an existing `tmp` is
-    overwritten.  On any error `path` is left as it was.  The directory is
-    fsynced too, so the rename itself survives a crash.
+    overwritten.  On any error `path` is left as it was.
     """
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    try:
-        dirfd = os.open(path.parent if str(path.parent) else Path("."), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dirfd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the rename has happened
-    finally:
-        os.close(dirfd)
+    files.write_atomic(path, data, tmp=tmp)

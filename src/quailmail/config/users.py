@@ -60,6 +60,7 @@ from types import ModuleType
 import argon2
 
 from quailmail.config.control import CACHE, control_for
+from quailmail.core import files
 
 DIR_MODE = 0o700  # vpopmail's domain and user directories; maildirmake's Maildir
 FILE_MODE = 0o600  # vpasswd holds password hashes
@@ -241,31 +242,9 @@ async def verify_password(root: Path, username: str, password: str) -> bool:
 # -- writing ---------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text`: temporary file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        data = text.encode("utf-8")
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Replace `path` with `text` (durably: core.files.write_atomic)."""
+    files.write_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from quailmail.core.files import fsync_dir
 from quailmail.core.outcome import Outcome
 
 _counter = itertools.count(1)
@@ -51,14 +52,6 @@ def rpline(sender: str) -> bytes:
 def dtline(recipient: str) -> bytes:
     """qmail-command(8) DTLINE: ``Delivered-To: RECIPIENT`` and a newline."""
     return f"Delivered-To: {recipient}\n".encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(err: OSError, maildir: Path) -> str:
@@ -112,7 +105,7 @@ def deliver_maildir(
             os.link(tmp, new)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(maildir / "new")
+        fsync_dir(maildir / "new")
     except OSError as err:
         return Outcome.temporary(_reason(err, maildir))
     return Outcome.ok(str(new))

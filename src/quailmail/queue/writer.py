@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from quailmail.core.files import fsync_dir
 from quailmail.queue.record import STATE_SIZE, Block, encode_header
 from quailmail.queue.segment import segment_name, state_name
 
@@ -105,11 +106,7 @@ class SegmentWriter:
     # -- files ---------------------------------------------------------------
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)  # directories: fsync, never the injected data sync
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)  # directories: fsync, never the injected data sync
 
     def _create(self, name: str) -> int:
         path = self.directory / name

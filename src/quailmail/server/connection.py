@@ -360,7 +360,6 @@ class SmtpConnection(asyncio.Protocol):
         self.sender = ""
         self.recipients = []
 
-
     # -- answers that wait -------------------------------------------------------------
 
     def _wait_for(self, job: Coroutine[Any, Any, Reply]) -> None:
@@ -479,7 +478,6 @@ class SmtpConnection(asyncio.Protocol):
         self.session.timed_out()
         self._pump()
         self._close()
-
 
     def shutdown(self) -> None:
         """SIGTERM: an idle connection is told 421 and closed; one inside a

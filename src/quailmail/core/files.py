@@ -1,0 +1,44 @@
+"""Durable small-file writes, in one place (qmail's rule: fsync, then rename,
+then fsync the directory, or a crash can lose the rename).
+
+Used for control files (`quail user`, `quail init`), compiled rules
+(`quail tcprules`), Maildir deliveries and the queue's directory entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a create, a rename, a link) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, tmp: Path | None = None) -> None:
+    """Replace `path` with `data`: write `tmp` (default: a hidden sibling),
+    fsync it, rename it over `path`, fsync the directory.  On any error
+    before the rename, `path` is left as it was and `tmp` is removed."""
+    tmp = tmp if tmp is not None else path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    # Some file systems refuse fsync on a directory; the rename has happened.
+    with contextlib.suppress(OSError):
+        fsync_dir(path.parent)
