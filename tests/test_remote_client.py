@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from quailmail.auth.message import to_crlf
 from quailmail.config.control import Control
 from quailmail.deliver.remote import (
     RemoteSettings,
@@ -21,7 +22,7 @@ from quailmail.deliver.remote import (
     deliver_remote,
     parse_smtproutes,
 )
-from quailmail.deliver.remote.client import dot_stuffed, to_crlf
+from quailmail.deliver.remote.client import dot_stuffed
 from quailmail.dns.zoneserver import ZoneServer
 from quailmail.queue import QueueSet
 

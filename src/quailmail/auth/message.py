@@ -9,7 +9,7 @@ message is never held twice in memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 CRLF = b"\r\n"
 # Body chunks handed to hashers: big enough that per-chunk Python overhead
@@ -105,16 +105,10 @@ class Message:
             return self.body_chunks()
         return crlf_chunks(self.body_chunks())
 
-    def body_bytes(self) -> bytes:
-        return self.data[self.body_offset :]
-
     def fields_by_name(self) -> dict[str, list[bytes]]:
         """Lowercase name → the raw fields of that name, top to bottom
         (signers and verifiers pick fields from the bottom up)."""
         return self._by_name
-
-    def find(self, lname: str) -> list[Header]:
-        return [h for h in self.headers if h.lname == lname]
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -184,11 +178,6 @@ _FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")
 _FIELD_NAME = re.compile(rb"[!-9;-~]+[ \t]*")
 
 
-def split_headers(block: bytes) -> list[Header]:
-    """Split a CRLF header block (no final CRLF) into fields, unfolding nothing."""
-    return [Header(name, raw) for name, raw in _split(block)[0]]
-
-
 def _split(block: bytes) -> tuple[list[tuple[str, bytes]], dict[str, list[bytes]]]:
     """(name, raw) per field, and the raws by lowercase name.
 
@@ -219,6 +208,18 @@ def _split(block: bytes) -> tuple[list[tuple[str, bytes]], dict[str, list[bytes]
 def _framed(data: bytes, block: bytes, body_offset: int, linesep: bytes, crlf: bool) -> Message:
     fields, index = _split(block)
     return Message(data, fields, index, body_offset, linesep, crlf=True if crlf else None)
+
+
+def sender_domain(headers: Sequence[Header]) -> str | None:
+    """The domain of the first parseable Sender:, else From: -- the signing
+    domain qmail-dk picks, and the one whose DomainKeys policy is asked."""
+    for lname in ("sender", "from"):
+        for header in headers:
+            if header.lname == lname:
+                parsed = address_domain(header.text())
+                if parsed is not None:
+                    return parsed[1]
+    return None
 
 
 def address_domain(value: str) -> tuple[str, str] | None:

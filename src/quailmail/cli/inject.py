@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, getaddresses
 from typing import Any
 
-from quailmail.auth.message import parse_message
+from quailmail.auth.message import parse_message, to_crlf
 from quailmail.cli.common import CliError, add_root_option, control_value
 from quailmail.queue import Queue, QueueError
 from quailmail.queue.shards import INJECT
@@ -64,7 +64,7 @@ def _addresses(values: list[str]) -> list[str]:
 def compose(data: bytes, *, me: str, sender: str, fullname: str | None, from_headers: bool,
             recipients: list[str]) -> tuple[bytes, list[str]]:  # fmt: skip
     """The message as queued (CRLF, with From/Date/Message-ID) and its recipients."""
-    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    data = to_crlf(data)
     message = parse_message(data)
     names = {h.lname for h in message.headers}
     found = list(recipients)

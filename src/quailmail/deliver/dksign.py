@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quailmail.auth.dkim import SignError, sign_dkim
-from quailmail.auth.dkim.sign import signer_domain
 from quailmail.auth.domainkeys import sign_domainkeys
 from quailmail.auth.keys import KeyProblem, parse_private_key
-from quailmail.auth.message import parse_message
+from quailmail.auth.message import parse_message, sender_domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ def sign_for_delivery(
     if not template:
         return Signed()
     message = parse_message(data)
-    domain = signer_domain(message)
+    domain = sender_domain(message.headers)
     if domain is None:
         return Signed()
     found = find_key(template, domain)

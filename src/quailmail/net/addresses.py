@@ -26,10 +26,6 @@ def plain(address: str) -> str:
     return str(ip)
 
 
-def is_ipv6(address: str) -> bool:
-    return ":" in address
-
-
 def parse_networks(lines: Iterable[str]) -> list[Network]:
     """Addresses or CIDR blocks, one a line (`#` comments), bad lines skipped
     by the caller's choice: raise ValueError naming the first bad one."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from quailmail.config.auth import authenticate, checkpassword_command, is_loopback
+from quailmail.config.auth import authenticate, checkpassword_command, may_offer_auth
 from quailmail.config.recipients import RcptCounter, decide_recipient
 from quailmail.config.tcprules import lookup as rules_lookup
 from quailmail.config.tcprules import wants_hostname
@@ -201,8 +201,8 @@ class SmtpConnection(asyncio.Protocol):
             env.update(match.env)
         self.env = env
         self.counter = RcptCounter.from_env(env)
-        control = state.control
-        loopback_auth = is_loopback(ip) and control.flag("authloopback")
+        # AUTH without TLS only where config.auth allows it (authloopback).
+        loopback_auth = may_offer_auth(state.root, tls=False, client_ip=ip)
         config = SessionConfig(
             state.hostname,
             max_message_size=state.databytes(),

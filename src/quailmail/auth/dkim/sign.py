@@ -16,7 +16,7 @@ from quailmail.auth.dkim.canonicalize import BODY_CANON, Hasher, header_hash, se
 from quailmail.auth.dkim.signature import ALGORITHMS, CANONS
 from quailmail.auth.dkim.verify import _PREHASHED
 from quailmail.auth.keys import PrivateKey
-from quailmail.auth.message import Message, address_domain
+from quailmail.auth.message import Message, sender_domain
 
 # Signed when present (RFC 6376 §5.4.1's list, plus the list headers).
 DEFAULT_HEADERS = (
@@ -35,17 +35,6 @@ _WIDTH = 76
 
 class SignError(ValueError):
     """The message or the request cannot be signed; one line saying why."""
-
-
-def signer_domain(message: Message) -> str | None:
-    """The domain of Sender: if present, else From: (as qmail-dk chooses)."""
-    for name in ("sender", "from"):
-        for header in message.headers:
-            if header.lname == name:
-                parsed = address_domain(header.text())
-                if parsed:
-                    return parsed[1]
-    return None
 
 
 def _pick_headers(message: Message, wanted: tuple[str, ...] | None) -> list[str]:
@@ -99,7 +88,7 @@ def sign_dkim(
         raise SignError(f"unknown canonicalization {canon}")
     header_canon, body_canon = parts[0], parts[1] if len(parts) > 1 else "simple"
     if domain is None:
-        domain = signer_domain(message)
+        domain = sender_domain(message.headers)
         if domain is None:
             raise SignError("no From: or Sender: address to take the domain from")
     domain = domain.lower().rstrip(".")

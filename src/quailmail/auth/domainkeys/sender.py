@@ -45,15 +45,3 @@ def sending_address(headers: Sequence[Header], *, where: str = "") -> SendingAdd
         raise DkProblem(DkStatus.SYNTAX, f"{name}: holds no address with a domain")
     local, domain = parsed
     return SendingAddress(local=local, domain=domain, field="sender" if senders else "from")
-
-
-def any_sender_domain(headers: Sequence[Header]) -> str | None:
-    """The domain to ask for a policy when no single sending address stands
-    out: the first parseable Sender:, else the first parseable From:."""
-    for lname in ("sender", "from"):
-        for header in headers:
-            if header.lname == lname:
-                parsed = address_domain(header.text())
-                if parsed is not None:
-                    return parsed[1]
-    return None

@@ -26,10 +26,10 @@ from quailmail.auth.domainkeys.keyrecord import (
 )
 from quailmail.auth.domainkeys.names import covers, is_dns_name
 from quailmail.auth.domainkeys.policy import DkPolicy, domain_policy
-from quailmail.auth.domainkeys.sender import any_sender_domain, sending_address
+from quailmail.auth.domainkeys.sender import sending_address
 from quailmail.auth.domainkeys.signature import LNAME, parse_signature
 from quailmail.auth.domainkeys.status import DkProblem, DkStatus, DomainKeysResult, shown
-from quailmail.auth.message import Message
+from quailmail.auth.message import Message, sender_domain
 from quailmail.auth.results import Result
 from quailmail.core.dns import DnsStatus, Resolver
 
@@ -92,7 +92,7 @@ async def _verify(message: Message, resolver: Resolver, min_key_bits: int) -> Do
     index = next((i for i, h in enumerate(message.headers) if h.lname == LNAME), None)
     if index is None:
         result = DomainKeysResult(DkStatus.NOSIG, Result.NONE, "no signature")
-        return await _with_policy(result, any_sender_domain(message.headers), resolver)
+        return await _with_policy(result, sender_domain(message.headers), resolver)
     # The signature covers the fields below it (RFC 4870 §3.3 h=, §3.4.2.1);
     # fields above were added after signing, by relays.
     below = message.headers[index + 1 :]
@@ -103,7 +103,7 @@ async def _verify(message: Message, resolver: Resolver, min_key_bits: int) -> Do
         result = evidence.verdict(problem.status, problem.result, problem.reason)
     if result.status is DkStatus.OK:
         return result
-    return await _with_policy(result, evidence.sender_domain or any_sender_domain(below), resolver)
+    return await _with_policy(result, evidence.sender_domain or sender_domain(below), resolver)
 
 
 async def _check(

@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from quailmail.auth.message import to_crlf
 from quailmail.deliver.remote.outcome import RecipientOutcome, Status
 from quailmail.deliver.remote.routes import Destination
 
@@ -80,14 +81,6 @@ def opportunistic_tls_context() -> ssl.SSLContext:
 def needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
     """RFC 6531 §3.4: an envelope address beyond ASCII needs SMTPUTF8."""
     return not sender.isascii() or any(not r.isascii() for r in recipients)
-
-
-def to_crlf(data: bytes) -> bytes:
-    """Lines end in CRLF on the wire (RFC 5321 §2.3.8).  Queued data normally
-    already does; a bare LF (a locally injected message) is made CRLF."""
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def dot_stuffed(data: bytes, block: int = DOT_BLOCK) -> Iterator[bytes]:
