@@ -242,11 +242,6 @@ async def verify_password(root: Path, username: str, password: str) -> bool:
 # -- writing ---------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` (durably: core.files.write_atomic)."""
-    files.write_atomic(path, text.encode("utf-8"), mode=mode)
-
-
 @contextlib.contextmanager
 def _locked(lockfile: Path) -> Iterator[None]:
     """An exclusive flock on `lockfile` (vpopmail also keeps a `vpasswd.lock`)."""
@@ -279,7 +274,7 @@ def _rewrite_vpasswd(ddir: Path, change: Callable[[dict[str, VUser]], None]) -> 
         users = parse_vpasswd(data)
         change(users)
         text = "".join(u.line() + "\n" for u in users.values())
-        write_atomic(ddir / "vpasswd", text, FILE_MODE)
+        files.write_atomic(ddir / "vpasswd", text.encode("utf-8"), mode=FILE_MODE)
 
 
 def _add_list_line(path: Path, line: str, present: Callable[[str], bool]) -> None:
@@ -292,7 +287,7 @@ def _add_list_line(path: Path, line: str, present: Callable[[str], bool]) -> Non
         return
     if old and not old.endswith("\n"):
         old += "\n"
-    write_atomic(path, old + line + "\n", 0o644)
+    files.write_atomic(path, (old + line + "\n").encode("utf-8"))
 
 
 def add_domain(root: Path, domain: str) -> Path:
