@@ -78,7 +78,11 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("quail serve did not listen")
 
 
-def start_server(root: Path, setup: Callable[[Path], None] | None = None) -> Running:
+def start_server(
+    root: Path, setup: Callable[[Path], None] | None = None, *, deliver: bool = False
+) -> Running:
+    """`quail serve` on a new root; receive-only unless `deliver` (the
+    receiver's tests look at what stays in the queue)."""
     ports = [free_port() for _ in range(3)]
     subprocess.run(
         [QUAIL, "init", str(root), "--hostname", "mx.test", "--ports", ",".join(map(str, ports))],
@@ -90,7 +94,7 @@ def start_server(root: Path, setup: Callable[[Path], None] | None = None) -> Run
     log_path = root.parent / f"{root.name}-serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [QUAIL, "serve", "--root", str(root)],
+            [QUAIL, "serve", "--root", str(root), *([] if deliver else ["--receive-only"])],
             stdout=subprocess.DEVNULL,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -115,8 +119,10 @@ def server(tmp_path: Path) -> Iterator[Running]:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def make(setup: Callable[[Path], None] | None = None, name: str = "root") -> Running:
-        running = start_server(tmp_path / name, setup)
+    def make(
+        setup: Callable[[Path], None] | None = None, name: str = "root", *, deliver: bool = False
+    ) -> Running:
+        running = start_server(tmp_path / name, setup, deliver=deliver)
         started.append(running)
         return running
 

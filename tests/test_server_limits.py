@@ -151,7 +151,9 @@ def _restart(old: Running) -> Running:
     log_path = old.log_path
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [QUAIL, "serve", "--root", str(old.root)], stdout=subprocess.DEVNULL, stderr=log
+            [QUAIL, "serve", "--root", str(old.root), "--receive-only"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
     running = Running(old.root, old.smtp, old.smtps, old.submission, process, log_path)
     _wait_ready(old.smtp, process)

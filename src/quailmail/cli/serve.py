@@ -41,6 +41,11 @@ def register(sub: Any) -> None:
         metavar="N",
         help="processes sharing the listeners (default: control/workers, else 1)",
     )
+    p.add_argument(
+        "--receive-only",
+        action="store_true",
+        help="accept and queue mail but deliver nothing (no scheduler)",
+    )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise CliError("--workers must be at least 1")
     if workers > 1 and args.worker is None:
-        return _supervise(root, workers, quiet=args.quiet)
+        return _supervise(root, workers, quiet=args.quiet, receive_only=args.receive_only)
     worker = args.worker or 0
     if args.parent is not None:
         _die_with_parent(args.parent)
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(root, worker=worker, workers=workers))
+        runner(serve(root, worker=worker, workers=workers, deliver=not args.receive_only))
     except ServeError as exc:
         raise CliError(str(exc), code=1) from None
     return 0
@@ -89,11 +94,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _supervise(root: Path, workers: int, *, quiet: bool) -> int:
+def _supervise(root: Path, workers: int, *, quiet: bool, receive_only: bool) -> int:
     command = [sys.executable, "-m", "quailmail", "serve", "--root", str(root)]
     command += ["--workers", str(workers), "--parent", str(os.getpid())]
     if quiet:
         command.append("--quiet")
+    if receive_only:
+        command.append("--receive-only")
     children = [subprocess.Popen([*command, "--worker", str(i)]) for i in range(workers)]
 
     stopping = []
@@ -109,8 +116,14 @@ def _supervise(root: Path, workers: int, *, quiet: bool) -> int:
         # itself, before its handler is in place: that is a clean stop too.
         return code != 0 and not (stopping and code == -signal.SIGTERM)
 
+    def alarm(signum: int, _frame: object) -> None:
+        for child in children:  # `kill -ALRM` the supervisor: every worker flushes
+            if child.poll() is None:
+                child.send_signal(signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGALRM, alarm)
     status = 0
     try:
         # The first worker to exit ends the server: the others are told to stop.

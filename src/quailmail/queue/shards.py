@@ -47,7 +47,8 @@ class QueueSet:
         every.sort(key=lambda m: (m.arrival, m.id))
         yield from every
 
-    def _owner(self, qid: str) -> Queue:
+    def owner(self, qid: str) -> Queue:
+        """The shard that holds `qid` (KeyError if none does)."""
         for queue in self.queues:
             try:
                 queue.get(qid)
@@ -57,10 +58,10 @@ class QueueSet:
         raise KeyError(qid)
 
     def get(self, qid: str) -> QueuedMessage:
-        return self._owner(qid).get(qid)
+        return self.owner(qid).get(qid)
 
     def read_sync(self, qid: str) -> bytes:
-        return self._owner(qid).read_sync(qid)
+        return self.owner(qid).read_sync(qid)
 
     def stats(self) -> dict[str, int]:
         total: dict[str, int] = {}

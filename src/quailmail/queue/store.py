@@ -19,7 +19,7 @@ import asyncio
 import errno
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +170,9 @@ class Queue:
         self._states: list[_PendingState] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # Called with the id of every message put() made durable (the
+        # scheduler's doorbell), from the event loop.
+        self.on_put: Callable[[str], None] | None = None
         self.torn_bytes = 0  # cut off by recovery (or seen, when read-only)
 
     # -- opening and recovery -----------------------------------------------
@@ -333,6 +336,8 @@ class Queue:
         self._live[placed.seq] = self._live.get(placed.seq, 0) + 1
         if not m.future.done():
             m.future.set_result(placed)
+        if self.on_put is not None:
+            self.on_put(qid)
 
     def _state_written(self, s: _PendingState, err: OSError | None) -> None:
         if err is not None:

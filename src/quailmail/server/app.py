@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from quailmail.config.control import control_for
+from quailmail.deliver.scheduler import Scheduler
 from quailmail.dns.resolver import make_resolver
 from quailmail.net.addresses import parse_networks
 from quailmail.net.listeners import Listener, read_listeners
@@ -98,9 +99,15 @@ def raise_file_limit() -> int:
 
 
 async def serve(
-    root: Path, *, worker: int = 0, workers: int = 1, ready: asyncio.Event | None = None
+    root: Path,
+    *,
+    worker: int = 0,
+    workers: int = 1,
+    ready: asyncio.Event | None = None,
+    deliver: bool = True,
 ) -> None:
-    """Serve as worker `worker` of `workers` (each its own queue shard)."""
+    """Serve as worker `worker` of `workers` (each its own queue shard);
+    `deliver`: run the scheduler on that shard (else receive only)."""
     raise_file_limit()
     try:
         listeners = read_listeners(root)
@@ -127,6 +134,12 @@ async def serve(
             raise ServeError(f"{listener} needs control/servercert.pem")
         servers.append(await loop.create_server(factory, sock=sock, ssl=tls, backlog=BACKLOG))
         log.info("listening: %s", listener)
+    scheduler = None
+    if deliver:
+        scheduler = Scheduler(root, queue, resolver=state.resolver, worker=worker, workers=workers)
+        await scheduler.start()
+        # qmail-send: SIGALRM means "try every pending delivery now".
+        loop.add_signal_handler(signal.SIGALRM, scheduler.flush)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -146,6 +159,9 @@ async def serve(
             await asyncio.sleep(0.05)
         for connection in list(state.connections_set):
             connection._close()
+        if scheduler is not None:
+            loop.remove_signal_handler(signal.SIGALRM)
+            await scheduler.stop(max(1.0, deadline - loop.time()))
         await queue.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

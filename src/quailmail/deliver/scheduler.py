@@ -1,0 +1,642 @@
+"""The scheduler: qmail-send inside each `quail serve` worker.
+
+Each worker owns one queue shard (its flock) and delivers what is in it:
+nobody else may record outcomes there.  Worker 0 also empties the shard
+`quail inject` writes (`queue/inject`): it copies each message into its own
+shard, durably, and only then marks it done in the inject shard, so a crash
+in between leaves a duplicate, never a loss.
+
+For every message the scheduler splits the pending recipients: local ones
+(domains in `locals` or `virtualdomains`) are delivered one by one within
+`concurrencylocal`, remote ones one transaction per domain within
+`concurrencyremote`, reusing an open connection to the same domain.  Every
+recipient's outcome is recorded in the queue (`mark_done`, fsynced) before
+the attempt is forgotten: a crash repeats a delivery, never drops one.
+
+A temporary failure is retried at qmail's `nextretry` (queue/retry.py)
+until the message is older than `queuelifetime`; then, like a permanent
+failure, it bounces: an RFC 3464 report queued to the envelope sender
+before the recipient is marked bounced.  A failed bounce (null sender) goes
+to `doublebounceto`; a failed double bounce is dropped and logged.
+
+Requests from `quail queue`: a changed mtime of `queue/flush` (or SIGALRM)
+makes every pending recipient due now; a file `SHARD/delete/ID` removes
+message ID from the shard that owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quailmail.config.control import Control, control_for
+from quailmail.config.users import domain_dir
+from quailmail.core.clock import Clock, SystemClock
+from quailmail.core.dns import Resolver
+from quailmail.core.outcome import Outcome
+from quailmail.deliver import junk
+from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
+from quailmail.deliver.dksign import sign_for_delivery
+from quailmail.deliver.dotqmail import find_dotqmail
+from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
+from quailmail.deliver.remote import (
+    DeliveryError,
+    RecipientOutcome,
+    RemoteSession,
+    RemoteSettings,
+    Status,
+    connect,
+)
+from quailmail.queue import Queue, QueuedMessage, QueueError
+from quailmail.queue.record import Outcome as Done
+from quailmail.queue.retry import QUEUELIFETIME, expired, next_retry
+from quailmail.queue.segment import list_files
+from quailmail.queue.shards import INJECT
+
+log = logging.getLogger("quailmail.send")
+
+CONCURRENCY_LOCAL = 10  # qmail-send's defaults
+CONCURRENCY_REMOTE = 20
+POLL = 0.5  # seconds between looks at the inject shard and the request files
+IDLE_CONNECTION = 5.0  # seconds an unused connection to a domain stays open
+DOUBLE_BOUNCE_SENDER = "#@[]"  # qmail's sender of a double bounce
+TOO_OLD = "I'm not going to try again; this message has been in the queue too long."
+_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+
+
+@dataclass(slots=True)
+class _Rcpt:
+    index: int
+    address: str
+    local: bool
+    domain: str
+    due: float
+    busy: bool = False
+    last: str = ""  # the last temporary reason, for the log and the bounce
+
+
+@dataclass(slots=True)
+class _Message:
+    qid: str
+    sender: str
+    birth: float
+    meta: dict[str, str]
+    rcpts: dict[int, _Rcpt]
+    busy: int = 0  # attempts under way
+    data: bytes | None = None  # read once while attempts are under way
+    signed: tuple[bytes, str | None] | None = None  # (fields, temporary reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    index: int
+    kind: str  # "ok" | "temporary" | "permanent"
+    reason: str
+    host: str = ""  # the remote MTA that said it
+    status: str = ""  # RFC 3463 code for the bounce ("": from the reason)
+
+
+@dataclass(slots=True)
+class _Idle:
+    session: RemoteSession
+    since: float
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    delivered: int = 0
+    bounced: int = 0
+    deferred: int = 0
+    attempts: int = 0
+    picked_up: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _status_of(reason: str, permanent: bool) -> str:
+    """The RFC 3463 code a reason carries (`550 5.1.1 …`, `(#5.1.1)`), else a
+    generic one: 5.0.0, or for a temporary failure that outlived
+    `queuelifetime` its own 4.x.x code, else 4.4.7 (delivery time expired)."""
+    found = _ENHANCED.search(reason)
+    code = found.group(1) if found else None
+    if permanent:
+        return code if code and code[0] == "5" else "5.0.0"
+    return code if code and code[0] == "4" else "4.4.7"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        root: Path,
+        queue: Queue,
+        *,
+        resolver: Resolver,
+        worker: int = 0,
+        workers: int = 1,
+        clock: Clock | None = None,
+        settings: RemoteSettings | None = None,
+    ) -> None:
+        self.root = root
+        self.queue = queue
+        self.resolver = resolver
+        self.worker = worker
+        self.clock = clock or SystemClock()
+        self.control: Control = control_for(root)
+        self._settings = settings  # fixed settings (tests); else read per attempt
+        share = max(1, workers)
+        local = self.control.int_value("concurrencylocal", CONCURRENCY_LOCAL)
+        remote = self.control.int_value("concurrencyremote", CONCURRENCY_REMOTE)
+        self._local = asyncio.Semaphore(max(1, -(-local // share)))
+        self._remote = asyncio.Semaphore(max(1, -(-remote // share)))
+        self._messages: dict[str, _Message] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: dict[str, list[_Idle]] = {}
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._flush_mtime = self._mtime(self._flush_path)
+        self.stats = SchedulerStats()
+
+    # -- life cycle -------------------------------------------------------
+
+    @property
+    def _flush_path(self) -> Path:
+        return self.root / "queue" / "flush"
+
+    async def start(self) -> None:
+        """Take every message already queued, then follow new ones."""
+        for message in list(self.queue.messages()):
+            self._admit(message)
+        self.queue.on_put = self.notify
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop starting attempts; let those under way record their outcome
+        (bounded by `grace`); the rest resume at the next start."""
+        self._stopping = True
+        self.queue.on_put = None
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for idle in self._idle.values():
+            for entry in idle:
+                await entry.session.close()
+        self._idle.clear()
+
+    def notify(self, qid: str) -> None:
+        """A message just became durable in our queue."""
+        if self._stopping or qid in self._messages:
+            return
+        try:
+            message = self.queue.get(qid)
+        except KeyError:
+            return
+        self._admit(message)
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Every pending recipient is due now (qmail-send's SIGALRM)."""
+        now = self.clock.now()
+        for message in self._messages.values():
+            for rcpt in message.rcpts.values():
+                rcpt.due = min(rcpt.due, now)
+            heapq.heappush(self._heap, (now, message.qid))
+        self._wake.set()
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def _is_local(self, address: str) -> tuple[bool, str]:
+        local, at, domain = address.rpartition("@")
+        if not at:
+            return True, ""  # a bare local part: ours (qmail adds `me`)
+        domain = domain.lower()
+        if self.control.is_local(domain):
+            return True, domain
+        return self.control.virtualdomain(local, domain) not in (None, ""), domain
+
+    def _admit(self, message: QueuedMessage) -> None:
+        now = self.clock.now()
+        rcpts = {}
+        for index in message.pending:
+            address = message.recipients[index]
+            local, domain = self._is_local(address)
+            rcpts[index] = _Rcpt(index, address, local, domain, now)
+        if not rcpts:
+            return
+        self._messages[message.id] = _Message(
+            message.id, message.sender, message.arrival, dict(message.meta), rcpts
+        )
+        heapq.heappush(self._heap, (now, message.id))
+
+    # -- the loop ---------------------------------------------------------
+
+    async def _run(self) -> None:
+        last_poll = 0.0
+        while not self._stopping:
+            now = self.clock.now()
+            self._dispatch(now)
+            mono = time.monotonic()
+            if mono - last_poll >= POLL:
+                last_poll = mono
+                try:
+                    await self._requests()
+                except Exception:  # a request gone wrong must not stop delivery
+                    log.exception("handling queue requests failed")
+                self._close_idle(mono)
+            wait = POLL
+            if self._heap:
+                wait = max(0.0, min(wait, self._heap[0][0] - self.clock.now()))
+            self._wake.clear()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _dispatch(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now and not self._stopping:
+            _, qid = heapq.heappop(self._heap)
+            message = self._messages.get(qid)
+            if message is None:
+                continue
+            due = [r for r in message.rcpts.values() if not r.busy and r.due <= now]
+            if not due:
+                continue
+            locals_ = [r for r in due if r.local]
+            by_domain: dict[str, list[_Rcpt]] = {}
+            for rcpt in due:
+                if not rcpt.local:
+                    by_domain.setdefault(rcpt.domain, []).append(rcpt)
+            for rcpt in locals_:
+                self._spawn(message, [rcpt], local=True)
+            for group in by_domain.values():
+                self._spawn(message, group, local=False)
+
+    def _spawn(self, message: _Message, rcpts: list[_Rcpt], *, local: bool) -> None:
+        for rcpt in rcpts:
+            rcpt.busy = True
+        message.busy += 1
+        task = asyncio.get_running_loop().create_task(self._attempt(message, rcpts, local=local))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, message: _Message, rcpts: list[_Rcpt], *, local: bool) -> None:
+        try:
+            async with self._local if local else self._remote:
+                if self._stopping:
+                    results = None
+                else:
+                    self.stats.attempts += 1
+                    data = await self._data(message)
+                    if data is None:
+                        return
+                    if local:
+                        results = [await self._local_one(message, rcpts[0], data)]
+                    else:
+                        results = await self._remote_group(message, rcpts, data)
+            if results is not None:
+                await self._record(message, results)
+        except Exception:
+            log.exception("%s: delivery attempt failed", message.qid)
+            for rcpt in rcpts:
+                if rcpt.index in message.rcpts:
+                    rcpt.due = self.clock.now() + 60
+        finally:
+            for rcpt in rcpts:
+                rcpt.busy = False
+            message.busy -= 1
+            if message.busy == 0:
+                message.data = None
+                message.signed = None
+            if not message.rcpts:
+                self._messages.pop(message.qid, None)
+            elif not self._stopping:
+                soonest = min(r.due for r in message.rcpts.values())
+                heapq.heappush(self._heap, (soonest, message.qid))
+                self._wake.set()
+
+    async def _data(self, message: _Message) -> bytes | None:
+        if message.data is None:
+            try:
+                message.data = await asyncio.to_thread(self.queue.read_sync, message.qid)
+            except KeyError:  # deleted meanwhile
+                message.rcpts.clear()
+                return None
+            except QueueError as exc:
+                log.error("%s: %s", message.qid, exc.reason)
+                for rcpt in message.rcpts.values():
+                    rcpt.due = self.clock.now() + 300
+                return None
+        return message.data
+
+    # -- local ------------------------------------------------------------
+
+    def _mailbox(self, address: str) -> Mailbox | None:
+        local, _, domain = address.rpartition("@")
+        if not local:
+            local, domain = address, self.control.value("me") or "localhost"
+        ldomain = domain.lower()
+        if self.control.is_local(ldomain):
+            # qmail's ~alias: ROOT/alias/.qmail-LOCAL (system users need a
+            # qmail-local running as them; quailmail delivers to its own).
+            return Mailbox(self.root / "alias", "alias", local, ldomain, local.lower(),
+                           default_delivery=())  # fmt: skip
+        found = vpopmail_mailbox(self.root, f"{local}@{ldomain}")
+        if found is not None:
+            return found
+        ddir = domain_dir(self.root, ldomain)
+        # vpopmail's domain directory holds the domain's aliases (.qmail-NAME)
+        # and its catch-all (.qmail-default).
+        return Mailbox(ddir, ldomain, local, ldomain, local.lower(), default_delivery=(),
+                       domain_dir=ddir)  # fmt: skip
+
+    async def _local_one(self, message: _Message, rcpt: _Rcpt, data: bytes) -> _Result:
+        mailbox = self._mailbox(rcpt.address)
+        if mailbox is None or not mailbox.home.is_dir():
+            return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")
+        if mailbox.user in ("alias", mailbox.host) and mailbox.default_delivery == ():
+            found = find_dotqmail(mailbox.home, mailbox.ext)
+            if found is None or (found.path is not None and _bounces_no_mailbox(found.path)):
+                return _Result(
+                    rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)"
+                )
+        lf = data.replace(b"\r\n", b"\n")
+        enabled = junk.junk_enabled(
+            control_dir=self.root / "control", domain_dir=mailbox.domain_dir, home=mailbox.home
+        )
+        result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
+        outcome = result.outcome
+        if outcome.is_ok and result.forwards:
+            # qmail-local hands forwards to qmail-queue after the other lines
+            # succeeded: queue them (with our Delivered-To, for loop
+            # detection) before the recipient counts as delivered.
+            forwarded = f"Delivered-To: {mailbox.recipient}\r\n".encode() + data
+            try:
+                await self.queue.put(
+                    result.new_sender, list(result.forwards), forwarded,
+                    meta={"client": "forward", "from": message.qid},
+                )  # fmt: skip
+            except QueueError as exc:
+                outcome = Outcome.temporary(f"cannot queue the forward: {exc.reason}")
+            except ValueError as exc:
+                outcome = Outcome.permanent(f"cannot forward: {exc} (#5.1.3)")
+        where = ", ".join(result.delivered)
+        reason = outcome.reason if not outcome.is_ok else f"delivered: {where or 'forwarded'}"
+        return _Result(rcpt.index, outcome.kind, reason)
+
+    # -- remote -----------------------------------------------------------
+
+    def _remote_settings(self) -> RemoteSettings:
+        return self._settings or RemoteSettings.from_control(self.control)
+
+    def _sign(self, message: _Message, data: bytes) -> tuple[bytes, str | None]:
+        if message.signed is None:
+            signed = sign_for_delivery(data, self.control.value("dksign"))
+            message.signed = (signed.fields, signed.temporary)
+        return message.signed
+
+    async def _remote_group(
+        self, message: _Message, rcpts: list[_Rcpt], data: bytes
+    ) -> list[_Result]:
+        fields, problem = self._sign(message, data)
+        if problem is not None:
+            log.warning("%s: not sent, signing failed: %s", message.qid, problem)
+            return [_Result(r.index, "temporary", f"signing: {problem}") for r in rcpts]
+        domain = rcpts[0].domain
+        addresses = [r.address for r in rcpts]
+        payload = fields + data if fields else data
+        outcomes = await self._send(domain, message.sender, addresses, payload)
+        return [
+            _Result(r.index, _KIND[o.status], o.reply, o.host)
+            for r, o in zip(rcpts, outcomes, strict=True)
+        ]
+
+    async def _send(
+        self, domain: str, sender: str, recipients: Sequence[str], data: bytes
+    ) -> list[RecipientOutcome]:
+        settings = self._remote_settings()
+        session = self._take_idle(domain)
+        reused = session is not None
+        if session is None:
+            try:
+                session = await connect(domain, resolver=self.resolver, settings=settings)
+            except DeliveryError as exc:
+                return exc.outcomes(recipients)
+        outcomes = await session.send(sender, recipients, data)
+        if reused and not session.usable and all(o.status is Status.TEMPORARY for o in outcomes):
+            # A kept connection the server had closed meanwhile: try once on
+            # a fresh one rather than wait for the next retry.
+            await session.close()
+            try:
+                session = await connect(domain, resolver=self.resolver, settings=settings)
+            except DeliveryError as exc:
+                return exc.outcomes(recipients)
+            outcomes = await session.send(sender, recipients, data)
+        if session.usable and not self._stopping:
+            self._idle.setdefault(domain, []).append(_Idle(session, time.monotonic()))
+        else:
+            await session.close()
+        return outcomes
+
+    def _take_idle(self, domain: str) -> RemoteSession | None:
+        idle = self._idle.get(domain)
+        while idle:
+            entry = idle.pop()
+            if entry.session.usable:
+                return entry.session
+            self._close_later(entry.session)
+        return None
+
+    def _close_idle(self, now: float) -> None:
+        for domain in list(self._idle):
+            keep = []
+            for entry in self._idle[domain]:
+                if now - entry.since > IDLE_CONNECTION or not entry.session.usable:
+                    self._close_later(entry.session)
+                else:
+                    keep.append(entry)
+            if keep:
+                self._idle[domain] = keep
+            else:
+                del self._idle[domain]
+
+    def _close_later(self, session: RemoteSession) -> None:
+        task = asyncio.get_running_loop().create_task(session.close())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- outcomes ---------------------------------------------------------
+
+    async def _record(self, message: _Message, results: list[_Result]) -> None:
+        now = self.clock.now()
+        lifetime = float(self.control.int_value("queuelifetime", QUEUELIFETIME))
+        delivered: list[int] = []
+        failed: list[_Result] = []
+        for result in results:
+            rcpt = message.rcpts[result.index]
+            if result.kind == "ok":
+                log.info("%s %d <%s>: delivered: %s", message.qid, rcpt.index, rcpt.address,
+                         result.reason)  # fmt: skip
+                delivered.append(result.index)
+            elif result.kind == "permanent":
+                log.info("%s %d <%s>: failed: %s", message.qid, rcpt.index, rcpt.address,
+                         result.reason)  # fmt: skip
+                failed.append(result)
+            elif expired(message.birth, now, lifetime):
+                log.info("%s %d <%s>: failed, too old: %s", message.qid, rcpt.index,
+                         rcpt.address, result.reason)  # fmt: skip
+                status = _status_of(result.reason, False)
+                reason = f"{result.reason} {TOO_OLD}"
+                failed.append(_Result(result.index, "permanent", reason, result.host, status))
+            else:
+                rcpt.last = result.reason
+                rcpt.due = next_retry(message.birth, now, remote=not rcpt.local)
+                self.stats.deferred += 1
+                log.info("%s %d <%s>: deferred: %s", message.qid, rcpt.index, rcpt.address,
+                         result.reason)  # fmt: skip
+        if delivered:
+            await asyncio.gather(
+                *(self.queue.mark_done(message.qid, i, Done.DELIVERED) for i in delivered)
+            )
+            for index in delivered:
+                message.rcpts.pop(index, None)
+            self.stats.delivered += len(delivered)
+        if failed:
+            # The report is durable before any recipient counts as bounced.
+            await self._bounce(message, failed)
+            await asyncio.gather(
+                *(self.queue.mark_done(message.qid, r.index, Done.BOUNCED) for r in failed)
+            )
+            for result in failed:
+                message.rcpts.pop(result.index, None)
+            self.stats.bounced += len(failed)
+
+    async def _bounce(self, message: _Message, failed: list[_Result]) -> None:
+        """Queue the report of `failed` (durably) before they are marked."""
+        sender = message.sender
+        me = self.control.value("me") or "localhost"
+        if wants_bounce(sender):
+            to, from_ = [sender], ""
+        elif sender in ("", "<>"):
+            target = self.control.value("doublebounceto", "postmaster")
+            if not target:
+                log.info("%s: double bounce discarded (doublebounceto is empty)", message.qid)
+                return
+            host = self.control.value("doublebouncehost") or me
+            to, from_ = [target if "@" in target else f"{target}@{host}"], DOUBLE_BOUNCE_SENDER
+        else:
+            log.info("%s: triple bounce discarded", message.qid)
+            return
+        data = message.data if message.data is not None else await self._data(message)
+        failures = [
+            Failure(
+                message.rcpts[r.index].address,
+                r.status or _status_of(r.reason, True),
+                r.reason,
+                r.host or None,
+            )
+            for r in failed
+        ]
+        report = make_bounce(
+            original=data or b"",
+            sender=to[0],
+            failures=failures,
+            reporting_mta=me,
+            arrival=datetime.fromtimestamp(message.birth, UTC),
+            now=datetime.fromtimestamp(self.clock.now(), UTC),
+        )
+        qid = await self.queue.put(from_, to, report, meta={"client": "bounce", "of": message.qid})
+        log.info("%s: bounce %s queued to <%s>", message.qid, qid, to[0])
+
+    # -- requests from `quail queue` and `quail inject` ---------------------
+
+    @staticmethod
+    def _mtime(path: Path) -> float | None:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
+
+    async def _requests(self) -> None:
+        mtime = self._mtime(self._flush_path)
+        if mtime != self._flush_mtime:
+            self._flush_mtime = mtime
+            log.info("flush requested")
+            self.flush()
+        await self._deletes()
+        if self.worker == 0:
+            await self._pickup()
+
+    async def _deletes(self) -> None:
+        requests = self.queue.path / "delete"
+        try:
+            names = os.listdir(requests)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in names:
+            message = self._messages.get(name)
+            try:
+                queued = self.queue.get(name)
+            except KeyError:
+                queued = None
+            if queued is not None:
+                await asyncio.gather(
+                    *(self.queue.mark_done(name, i, Done.BOUNCED) for i in queued.pending)
+                )
+                log.info("%s: deleted by request", name)
+            if message is not None:
+                message.rcpts.clear()
+                if message.busy == 0:
+                    self._messages.pop(name, None)
+            (requests / name).unlink(missing_ok=True)
+
+    async def _pickup(self) -> None:
+        """Move what `quail inject` queued into our shard."""
+        path = self.queue.path / INJECT
+        try:
+            segments, _ = list_files(path)
+        except FileNotFoundError:
+            return
+        if not segments:
+            return
+        try:
+            inject = await asyncio.to_thread(Queue.open, path)
+        except QueueError:
+            return  # an inject is writing it now: next time
+        try:
+            for message in list(inject.messages()):
+                data = await asyncio.to_thread(inject.read_sync, message.id)
+                rcpts = [message.recipients[i] for i in message.pending]
+                meta = dict(message.meta)
+                meta.setdefault("injected", message.id)
+                await self.queue.put(message.sender, rcpts, data, meta=meta)
+                await asyncio.gather(
+                    *(inject.mark_done(message.id, i, Done.DELIVERED) for i in message.pending)
+                )
+                self.stats.picked_up += 1
+        finally:
+            await inject.close()
+
+
+_KIND = {Status.DELIVERED: "ok", Status.TEMPORARY: "temporary", Status.PERMANENT: "permanent"}
+
+
+def _bounces_no_mailbox(path: Path) -> bool:
+    """vpopmail's `.qmail-default` that bounces unknown users (vdelivermail's
+    `bounce-no-mailbox`): no mailbox, as the receiver decided at RCPT."""
+    try:
+        return b"bounce-no-mailbox" in path.read_bytes()
+    except OSError:
+        return False
