@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 # Debian peers the tests compare with (installed only when running as root).
 # g++, binutils (objcopy) and libssl-dev build tests/peers' libdkim helpers and
-# bench/opendkim_bench.c.
+# bench/opendkim_bench.c.  dovecot-imapd reads the Junk folder in
+# tests/test_junk_imap.py (each test starts its own instance on a free loopback
+# port with its own config; the package's system service is not used).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 

@@ -66,14 +66,31 @@ def test_junk_enabled_files(tmp_path: Path) -> None:
     control, ddir, home = tmp_path / "control", tmp_path / "d", tmp_path / "u"
     for d in (control, ddir, home):
         d.mkdir()
-    kw = {"control_dir": control, "domain_dir": ddir, "home": home}
-    assert junk_enabled(**kw)
+
+    def enabled(default: bool = True) -> bool:
+        return junk_enabled(control_dir=control, domain_dir=ddir, home=home, default=default)
+
+    assert enabled()
+    assert not enabled(default=False)  # no file: the caller's default
     (control / "junkfolder").write_text("0\n")
-    assert not junk_enabled(**kw)
+    assert not enabled()
     (ddir / ".junkfolder").write_text("1\n")
-    assert junk_enabled(**kw)
+    assert enabled(default=False)
     (home / ".junkfolder").write_text("0\n")
-    assert not junk_enabled(**kw)
+    assert not enabled()
+
+
+def test_domain_and_user_files_override_the_servers_setting(tmp_path: Path) -> None:
+    # deliver_local's junk_folder is control/junkfolder; the nearer files win.
+    home, ddir = _home(tmp_path), tmp_path / "domain"
+    ddir.mkdir()
+    (ddir / ".junkfolder").write_text("0\n")
+    mb = Mailbox(home, "joe", "joe", "example.org", domain_dir=ddir)
+    asyncio.run(deliver_local(mb, SPAM, sender="s@x.example", junk_folder=True))
+    assert (_count(home / "Maildir"), (home / "Maildir" / ".Junk").exists()) == (1, False)
+    (home / ".junkfolder").write_text("1\n")
+    asyncio.run(deliver_local(mb, SPAM, sender="s@x.example", junk_folder=False))
+    assert (_count(home / "Maildir"), _count(home / "Maildir" / ".Junk")) == (1, 1)
 
 
 SEED_FILTER = """\

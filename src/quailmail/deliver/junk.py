@@ -55,16 +55,22 @@ def _flag(path: Path) -> bool | None:
     return text not in {"0", "no", "off"}
 
 
-def junk_enabled(*, control_dir: Path | None, domain_dir: Path | None, home: Path | None) -> bool:
-    """On unless turned off: ``HOME/.junkfolder`` (one user), else
-    ``domains/D/.junkfolder`` (one domain), else ``control/junkfolder``;
-    each holds ``1`` or ``0``; the nearest file present decides."""
+def junk_enabled(
+    *,
+    control_dir: Path | None,
+    domain_dir: Path | None,
+    home: Path | None,
+    default: bool = True,
+) -> bool:
+    """``HOME/.junkfolder`` (one user), else ``domains/D/.junkfolder`` (one
+    domain), else ``control/junkfolder``, else DEFAULT (on); each holds ``1``
+    or ``0``; the nearest file present decides."""
     for base, name in ((home, ".junkfolder"), (domain_dir, ".junkfolder")):
         if base is not None and (flag := _flag(base / name)) is not None:
             return flag
     if control_dir is not None and (flag := _flag(control_dir / "junkfolder")) is not None:
         return flag
-    return True
+    return default
 
 
 def _maildirmake_folder(folder: Path) -> None:

@@ -102,8 +102,9 @@ async def deliver_local(
     """Deliver MESSAGE (LF line ends, no Return-Path/Delivered-To yet) to MB.
 
     ``junk_folder``: a message tagged ``X-Spam-Status: Yes`` goes to the
-    ``.Junk`` folder of each top-level Maildir line (junk.junk_enabled
-    decides it from the control files).
+    ``.Junk`` folder of each top-level Maildir line.  It is the server's
+    setting (``control/junkfolder``, which the caller reads); the domain's
+    and the user's ``.junkfolder`` files override it (junk.junk_enabled).
     """
     recipient = mb.recipient
     if is_looping(message, recipient):
@@ -143,7 +144,13 @@ async def deliver_local(
         if found.path is not None and found.path.name.endswith("default")
         else None,
     )
-    spam = junk_folder and junk.is_spam(message)
+    spam = junk.is_spam(message) and await asyncio.to_thread(
+        junk.junk_enabled,
+        control_dir=None,
+        domain_dir=mb.domain_dir,
+        home=mb.home,
+        default=junk_folder,
+    )
     forwards: list[str] = []
     delivered: list[str] = []
     for line in lines:
