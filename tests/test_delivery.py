@@ -201,3 +201,49 @@ def test_two_servers_signed_relay(
     assert verdict_peer.word == "pass", verdict_peer
     wait_for(lambda: not queue_ids(source), what="the source queue to empty")
     assert f"[{family}]" in log_of(source) or family in log_of(source)
+
+
+SIGNCONF = """<dkimsign>
+  <sender.test domain="sender.test" method="relaxed">
+    <types id="dkim" keyfile="keys/%/rsa" selector="rsa" />
+    <types id="dkim" keyfile="keys/%/ed" selector="ed" />
+    <types id="domainkey" keyfile="keys/%/rsa" selector="rsa" method="nofws" />
+  </sender.test>
+</dkimsign>
+"""
+
+
+def test_signconf_rsa_and_ed25519_through_the_queue(
+    server_factory: Callable[..., Running], dns_server: ZoneServer
+) -> None:
+    """control/dkim/signconf.xml: RSA and Ed25519 DKIM plus DomainKeys on
+    one message, made at delivery and verified where it arrives."""
+    dest = server_factory(_destination, name="dest", deliver=True)
+
+    def setup(root: Path) -> None:
+        control = root / "control"
+        (control / "smtproutes").write_text(f"dest.test:127.0.0.1:{dest.smtp}\n")
+        (control / "dkim").mkdir()
+        (control / "dkim" / "signconf.xml").write_text(SIGNCONF)
+        (control / "keys" / "sender.test").mkdir(parents=True)
+        for name, kind in (("rsa", "rsa"), ("ed", "ed25519")):
+            key = generate(kind) if kind == "ed25519" else generate(kind, 2048)
+            (control / "keys" / "sender.test" / name).write_bytes(private_key_pem(key))
+            dns_server.zone.add_txt(f"{name}._domainkey.sender.test", record_value(key))
+
+    source = server_factory(setup, name="source", deliver=True)
+    send(source, "joe@sender.test", ["ann@dest.test"], message("both"))
+    box = dest.root / "domains" / "dest.test" / "ann" / "Maildir"
+    wait_for(lambda: maildir(box), what="delivery at the destination")
+    (path,) = sorted((box / "new").iterdir())
+    done = subprocess.run(
+        [QUAIL, "verify", "--json", "--dns", dns_server.spec, str(path)],
+        capture_output=True,
+        check=False,
+    )
+    verdict = json.loads(done.stdout)
+    signatures = {
+        (s["selector"], s["algorithm"], s["result"]) for s in verdict["dkim"]["signatures"]
+    }
+    assert signatures == {("rsa", "rsa-sha256", "pass"), ("ed", "ed25519-sha256", "pass")}
+    assert verdict["domainkeys"]["result"] == "pass", verdict

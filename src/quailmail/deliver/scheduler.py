@@ -45,7 +45,6 @@ from quailmail.core.dns import Resolver
 from quailmail.core.outcome import Outcome
 from quailmail.deliver import junk
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
-from quailmail.deliver.dksign import sign_for_delivery
 from quailmail.deliver.dotqmail import find_dotqmail
 from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
 from quailmail.deliver.remote import (
@@ -56,6 +55,7 @@ from quailmail.deliver.remote import (
     Status,
     connect,
 )
+from quailmail.deliver.signconf import sign_outgoing
 from quailmail.queue import Queue, QueuedMessage, QueueError
 from quailmail.queue.record import Outcome as Done
 from quailmail.queue.retry import QUEUELIFETIME, expired, next_retry
@@ -373,9 +373,8 @@ class Scheduler:
                     rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)"
                 )
         lf = data.replace(b"\r\n", b"\n")
-        enabled = junk.junk_enabled(
-            control_dir=self.root / "control", domain_dir=mailbox.domain_dir, home=mailbox.home
-        )
+        # The server's setting; the domain's and the user's files override it.
+        enabled = junk.junk_enabled(control_dir=self.root / "control", domain_dir=None, home=None)
         result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
         outcome = result.outcome
         if outcome.is_ok and result.forwards:
@@ -403,7 +402,7 @@ class Scheduler:
 
     def _sign(self, message: _Message, data: bytes) -> tuple[bytes, str | None]:
         if message.signed is None:
-            signed = sign_for_delivery(data, self.control.value("dksign"))
+            signed = sign_outgoing(data, self.root / "control")
             message.signed = (signed.fields, signed.temporary)
         return message.signed
 
