@@ -8,8 +8,8 @@ delivery disabled, on loopback, driven by Postfix's own `smtp-source`
 (one connection per message: HELO, MAIL, RCPT, DATA, QUIT) at 1, 10 and 50
 concurrent sessions with 4 KiB and 100 KiB bodies:
 
-- quailmail: `quail init ROOT --hostname bench.test`, `quail serve --quiet`.
-  Delivery does not exist yet, so nothing drains the queue.
+- quailmail: `quail init ROOT --hostname bench.test`,
+  `quail serve --quiet --receive-only`: no scheduler drains the queue.
 - Postfix: a private instance (its own config and queue directories under
   the work directory, `postfix -c DIR start`), smtpd on a free port of
   127.0.0.1.  Delivery is disabled twice over: master.cf has no qmgr (nor
@@ -160,7 +160,8 @@ class Quail:
             raise BenchError(f"quail init: {done.stderr.strip()}")
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet"],
+                [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet",
+                 "--receive-only"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )  # fmt: skip
         try:

@@ -104,8 +104,8 @@ def _talk(port: int, data: bytes, *, host: str = "127.0.0.1") -> bytes:
             sock.shutdown(socket.SHUT_WR)
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # a deny rule may close before the script is written
+        except OSError:
+            pass  # a deny rule may close (reset, EPIPE, ENOTCONN) before the script is written
     return b"".join(chunks)
 
 

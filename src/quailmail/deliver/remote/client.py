@@ -138,6 +138,13 @@ class SmtpClient:
             reader, writer = await asyncio.open_connection(
                 destination.address, destination.port, local_addr=local, limit=MAX_REPLY_LINE
             )
+        sockname, peername = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+        if sockname is not None and sockname[:2] == (peername or ())[:2]:
+            # TCP simultaneous open: a port nobody listens on, in the
+            # ephemeral range, can connect to itself; it would wait for a
+            # greeting until timeoutremote.
+            writer.close()
+            raise ConnectionRefusedError(111, "connected to itself (nobody listens there)")
         return cls(reader, writer, destination, timeout=timeout_remote)
 
     @property
