@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed
 # bench/opendkim_bench.c.  dovecot-imapd reads the Junk folder in
 # tests/test_junk_imap.py (each test starts its own instance on a free loopback
 # port with its own config; the package's system service is not used).
+# Postfix is a peer of the end-to-end tests (tests/peers/postfix.py) and the
+# anchor of bench/smtp_accept.sh and bench/relay.sh (with its smtp-source and
+# smtp-sink); it is preseeded as "No configuration" so the install asks
+# nothing, writes no /etc/postfix/main.cf and starts no system instance on
+# port 25: tests and benchmarks run private instances on free loopback ports.
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 
@@ -28,28 +33,14 @@ peers:
 			dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 		if [ -n "$$missing" ]; then \
 			echo "installing Debian peers:$$missing"; \
+			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 		fi; \
 	else echo "not root: Debian peers not installed; tests that need them are skipped"; fi
 
-# Benchmark-only peer: Postfix, for smtp-source and the side-by-side instance
-# of bench/smtp_accept.sh.  Installed as "No configuration" (no main.cf in
-# /etc/postfix), so no system instance starts or takes port 25; the bench runs
-# its own instance on a free loopback port and stops it.
-BENCH_PEERS := postfix
-
-bench-peers:
-	@if [ "$$(id -u)" = 0 ]; then \
-		missing=""; for p in $(BENCH_PEERS); do \
-			dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-		if [ -n "$$missing" ]; then \
-			echo "installing benchmark peers:$$missing"; \
-			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-		fi; \
-	else echo "not root: benchmark peers not installed; bench/smtp_accept.sh is skipped"; fi
+# Postfix was once a benchmark-only peer; the old name still works.
+bench-peers: peers
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -73,7 +64,7 @@ run: install
 	@echo "Stop with Ctrl-C."
 	$(BIN)/quail serve --root var
 
-bench: install peers bench-peers
+bench: install peers
 	$(BIN)/python bench/dkim.py
 	$(BIN)/python bench/spf.py
 	$(BIN)/python bench/queue_put.py
