@@ -446,6 +446,10 @@ class Queue:
         """The queued message `qid`; KeyError if it is not (or no longer) queued."""
         return self._message(qid, self._index[qid])
 
+    def get_size(self, qid: str) -> int:
+        """The data size of `qid` in bytes (KeyError if not queued)."""
+        return self._index[qid].size
+
     def read_sync(self, qid: str) -> bytes:
         """The message data of `qid`, checked against its CRC (blocking)."""
         entry = self._index[qid]
