@@ -22,6 +22,7 @@ class Script:
     final: Callable[[int], str] = lambda _n: "250 2.0.0 queued"
     delay: float = 0.0
     transactions: int = 0
+    connections: int = 0
     accepted: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -39,6 +40,8 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _converse(self) -> None:
         script = self.server.script
+        with script.lock:
+            script.connections += 1
         self.reply("220 scripted.test ESMTP")
         sender, rcpts = "", []
         while line := self.rfile.readline():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import smtplib
 import subprocess
 import time
@@ -247,3 +248,40 @@ def test_signconf_rsa_and_ed25519_through_the_queue(
     }
     assert signatures == {("rsa", "rsa-sha256", "pass"), ("ed", "ed25519-sha256", "pass")}
     assert verdict["domainkeys"]["result"] == "pass", verdict
+
+
+def test_sendmail_command_of_web_applications(server_factory: Callable[..., Running]) -> None:
+    """`quail-sendmail -t -i` (linked as /usr/sbin/sendmail) on $QUAIL_ROOT:
+    injected, picked up by worker 0, delivered."""
+    server = server_factory(deliver=True)
+    sendmail = str(Path(QUAIL).with_name("quail-sendmail"))
+    data = b"To: postmaster@mx.test\nSubject: from php\n\nhello\n.\nstill here\n"
+    done = subprocess.run(
+        [sendmail, "-t", "-i", "-odi", "-oem", "-fwww-data@mx.test"],
+        input=data,
+        capture_output=True,
+        check=False,
+        env={**os.environ, "QUAIL_ROOT": str(server.root)},
+    )
+    assert done.returncode == 0, done.stderr
+    box = server.root / "alias" / "Maildir"
+    wait_for(lambda: maildir(box), what="the injected message")
+    (got,) = maildir(box)
+    assert got.startswith(b"Return-Path: <www-data@mx.test>\n")
+    assert got.endswith(b"hello\n.\nstill here\n")  # -i: the lone dot is text
+
+
+def test_sendmail_argv() -> None:
+    from quailmail.cli.main import sendmail_argv
+
+    os.environ.pop("QUAIL_ROOT", None)
+    assert sendmail_argv(["-t", "-i", "-odi", "-f", "a@b", "-Fjoe", "x@y"]) == [
+        "inject", "-t", "-i", "-f", "a@b", "-F", "joe", "x@y", "--root", "/var/qmail",
+    ]  # fmt: skip
+    assert sendmail_argv(["-ra@b", "-bm", "--", "-x@y"])[:5] == [
+        "inject",
+        "-f",
+        "a@b",
+        "--",
+        "-x@y",
+    ]
