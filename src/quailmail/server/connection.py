@@ -31,6 +31,8 @@ from quailmail.core.reply import Reply
 from quailmail.net import proxy
 from quailmail.net.addresses import in_networks, plain
 from quailmail.net.listeners import Listener
+from quailmail.policy import pipeline
+from quailmail.policy.base import Client, Message
 from quailmail.queue import QueueError
 from quailmail.server.names import verified_name
 from quailmail.server.state import ServerState
@@ -81,6 +83,8 @@ class SmtpConnection(asyncio.Protocol):
         self.recipients: list[str] = []
         self.timeout = 0.0
         self.counter: RcptCounter | None = None
+        self.client: Client  # set in _start, with the rules' variables
+        self.refusal: Reply | None = None  # a connection check's answer to every command
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -216,8 +220,24 @@ class SmtpConnection(asyncio.Protocol):
             version, cipher = self._tls_info()
             session.tls_started(version, cipher)
         self._arm_timer(config.timeout)
+        self.client = Client(
+            root=state.root,
+            control=state.control,
+            resolver=state.resolver,
+            hostname=state.hostname,
+            ip=ip,
+            env=env,
+            host=host,
+            listener=self.listener.name,
+            tls=self.tls_active,
+        )
         delay = _seconds(env.get("GREETDELAY"))
-        if delay > 0:
+        if pipeline.CONNECT:
+            # The connection checks decide before the greeting; input waits.
+            self.greeting_held = True
+            task = self.loop.create_task(pipeline.at_connect(self.client))
+            task.add_done_callback(lambda done: self._connect_checked(done, delay))
+        elif delay > 0:
             self.greeting_held = True
             self.loop.call_later(delay, self._greet)
         else:
@@ -229,6 +249,19 @@ class SmtpConnection(asyncio.Protocol):
         if self.eof_pending and not self.closed:
             self.eof_pending = False
             self.eof_received()
+
+    def _connect_checked(self, task: asyncio.Task[Reply | None], delay: float) -> None:
+        if self.closed:
+            return
+        try:
+            self.refusal = task.result()
+        except Exception:  # a check's bug must not leave the client hanging
+            log.exception("%s: connection checks failed", self.remote_ip)
+            self.refusal = Reply(451, "4.3.0", "temporary failure, try again later")
+        if delay > 0:
+            self.loop.call_later(delay, self._greet)
+        else:
+            self._greet()
 
     def _greet(self) -> None:
         if self.greeting_held and not self.closed:
@@ -307,6 +340,11 @@ class SmtpConnection(asyncio.Protocol):
     def _answer(self, event: Event) -> Reply | None:
         """The reply now, or None when a task will give it."""
         state = self.state
+        if self.refusal is not None and isinstance(
+            event, (MailFrom, RcptTo, DataReady, AuthRequest, StartTls)
+        ):
+            # rblsmtpd's way: the reason, to every command until QUIT.
+            return self.refusal
         if isinstance(event, RcptTo):
             return self._rcpt(event)
         if isinstance(event, MailFrom):
@@ -316,6 +354,9 @@ class SmtpConnection(asyncio.Protocol):
             state.in_transaction += 1
             if self.counter is not None:
                 self.counter.new_message()
+            if pipeline.MAIL:
+                self._wait_for(self._mail_checks(self.sender))
+                return None
             return Reply(250, "2.1.0", "sender ok")
         if isinstance(event, DataReady):
             return Reply(354, None, "go ahead, end with <CRLF>.<CRLF>")
@@ -335,7 +376,7 @@ class SmtpConnection(asyncio.Protocol):
             return Reply(220, "2.0.0", "ready to start TLS")
         return Reply(502, "5.5.1", "not implemented")
 
-    def _rcpt(self, event: RcptTo) -> Reply:
+    def _rcpt(self, event: RcptTo) -> Reply | None:
         assert self.session is not None
         path = event.path
         decision = decide_recipient(
@@ -348,10 +389,37 @@ class SmtpConnection(asyncio.Protocol):
             counter=self.counter,
         )
         if decision.accepted and decision.recipient is not None:
+            if pipeline.RCPT:
+                self._wait_for(self._rcpt_checks(decision.recipient, decision.reply))
+                return None
             self.recipients.append(decision.recipient)
         elif not decision.accepted:
             log.info("%s: RCPT %s refused: %s", self.remote_ip, path, decision.reason)
         return decision.reply
+
+    def _client(self) -> Client:
+        """The policy's view, brought up to date with the session."""
+        session = self.session
+        assert session is not None
+        client = self.client
+        client.helo = session.helo
+        client.tls = session.tls_active
+        client.auth_user = session.auth_user
+        return client
+
+    async def _mail_checks(self, sender: str) -> Reply:
+        refused = await pipeline.at_mail(self._client(), sender)
+        if refused is not None:
+            self._end_transaction()
+            return refused
+        return Reply(250, "2.1.0", "sender ok")
+
+    async def _rcpt_checks(self, recipient: str, accepted: Reply) -> Reply:
+        refused = await pipeline.at_rcpt(self._client(), self.sender, recipient)
+        if refused is not None:
+            return refused
+        self.recipients.append(recipient)
+        return accepted
 
     def _end_transaction(self) -> None:
         if self.sender_set:
@@ -400,12 +468,24 @@ class SmtpConnection(asyncio.Protocol):
             auth_user=session.auth_user,
             recipient=recipients[0] if len(recipients) == 1 else None,
         )
+        message = Message(
+            self.sender,
+            recipients,
+            [header.encode("utf-8"), *event.chunks],
+            event.size,
+            meta={"client": self.remote_ip, "proto": self.env.get("PROTO", "")},
+        )
+        if pipeline.DATA:
+            refused = await pipeline.at_data(self._client(), message)
+            if refused is not None:
+                self._end_transaction()
+                return refused
         try:
             qid = await state.queue.put(
                 self.sender,
-                recipients,
-                [header.encode("utf-8"), *event.chunks],
-                meta={"client": self.remote_ip, "proto": self.env.get("PROTO", "")},
+                message.recipients,
+                [*message.add_headers, *message.chunks],
+                meta=message.meta,
             )
         except QueueError as exc:
             log.warning("%s: queue refused a message: %s", self.remote_ip, exc)

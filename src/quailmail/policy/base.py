@@ -1,0 +1,63 @@
+"""What the policy checks are handed: the client and the message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quailmail.config.control import Control
+from quailmail.core.dns import Resolver
+from quailmail.core.reply import Reply
+
+log = logging.getLogger("quailmail.policy")
+
+
+@dataclass
+class Client:
+    """One SMTP connection as the checks see it."""
+
+    root: Path
+    control: Control
+    resolver: Resolver
+    hostname: str  # control/me: our name, the authserv-id
+    ip: str
+    env: dict[str, str]  # tcpserver's and the rules' variables (RELAYCLIENT, DKVERIFY, …)
+    host: str | None = None  # the verified reverse name, when the rules needed it
+    listener: str = "smtp"
+    helo: str | None = None
+    tls: bool = False
+    auth_user: str | None = None
+
+    @property
+    def relayclient(self) -> bool:
+        return "RELAYCLIENT" in self.env
+
+    @property
+    def trusted(self) -> bool:
+        """RELAYCLIENT or authenticated: spared greylisting, SPF, DKVERIFY."""
+        return self.relayclient or self.auth_user is not None
+
+
+@dataclass
+class Message:
+    """A message at the end of DATA, before it is queued."""
+
+    sender: str
+    recipients: list[str]
+    chunks: list[bytes]  # as received (CRLF), our Received: field first
+    size: int
+    add_headers: list[bytes] = field(default_factory=list)  # CRLF-ended fields, put on top
+    auth_results: list[str] = field(default_factory=list)  # resinfo: `spf=pass smtp.mailfrom=…`
+    meta: dict[str, str] = field(default_factory=dict)  # kept in the queue with the message
+
+    def data(self) -> bytes:
+        """The message as received (without the fields checks add)."""
+        return b"".join(self.chunks)
+
+
+ConnectCheck = Callable[[Client], Awaitable[Reply | None]]
+MailCheck = Callable[[Client, str], Awaitable[Reply | None]]
+RcptCheck = Callable[[Client, str, str], Awaitable[Reply | None]]
+DataCheck = Callable[[Client, Message], Awaitable[Reply | None]]

@@ -1,0 +1,73 @@
+"""The checks of each stage, in order.  A new check is one line here.
+
+- CONNECT: before the greeting.  A reply puts the session in rblsmtpd's
+  mode: that reply to every command until QUIT (a listed or greylisted
+  client is told why, not dropped).
+- MAIL: after MAIL FROM.  RCPT: after a recipient passed the recipient
+  checks.  DATA: at the end of DATA, before the queue; a check may add
+  header fields or Authentication-Results entries to the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quailmail.auth.authres import authentication_results
+from quailmail.core.reply import Reply
+from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
+
+log = logging.getLogger("quailmail.policy")
+
+CONNECT: tuple[ConnectCheck, ...] = ()
+MAIL: tuple[MailCheck, ...] = ()
+RCPT: tuple[RcptCheck, ...] = ()
+DATA: tuple[DataCheck, ...] = ()
+
+
+async def at_connect(client: Client) -> Reply | None:
+    for check in CONNECT:
+        reply = await check(client)
+        if reply is not None:
+            log.info("%s: refused at connection by %s: %s", client.ip, _name(check), reply.text)
+            return reply
+    return None
+
+
+async def at_mail(client: Client, sender: str) -> Reply | None:
+    for check in MAIL:
+        reply = await check(client, sender)
+        if reply is not None:
+            log.info("%s: MAIL <%s> refused by %s: %s", client.ip, sender, _name(check), reply.text)
+            return reply
+    return None
+
+
+async def at_rcpt(client: Client, sender: str, recipient: str) -> Reply | None:
+    for check in RCPT:
+        reply = await check(client, sender, recipient)
+        if reply is not None:
+            log.info("%s: RCPT <%s> refused by %s: %s", client.ip, recipient, _name(check),
+                     reply.text)  # fmt: skip
+            return reply
+    return None
+
+
+async def at_data(client: Client, message: Message) -> Reply | None:
+    """Run the DATA checks; then put one Authentication-Results field
+    (authserv-id `control/me`) on top of what they added, when any check
+    reported a result."""
+    for check in DATA:
+        reply = await check(client, message)
+        if reply is not None:
+            log.info("%s: message from <%s> refused by %s: %s", client.ip, message.sender,
+                     _name(check), reply.text)  # fmt: skip
+            return reply
+    if message.auth_results:
+        field = authentication_results(client.hostname, message.auth_results)
+        message.add_headers.insert(0, field.encode("utf-8", "surrogateescape") + b"\r\n")
+    return None
+
+
+def _name(check: object) -> str:
+    module = getattr(check, "__module__", "") or ""
+    return module.rsplit(".", 1)[-1] or getattr(check, "__name__", "check")
