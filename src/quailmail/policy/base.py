@@ -29,6 +29,9 @@ class Client:
     helo: str | None = None
     tls: bool = False
     auth_user: str | None = None
+    # What checks learnt during the transaction, for later checks (cleared
+    # at each MAIL FROM): "spf" → the SPF verdict of MAIL FROM, …
+    evidence: dict[str, object] = field(default_factory=dict)
 
     @property
     def relayclient(self) -> bool:
@@ -51,6 +54,9 @@ class Message:
     add_headers: list[bytes] = field(default_factory=list)  # CRLF-ended fields, put on top
     auth_results: list[str] = field(default_factory=list)  # resinfo: `spf=pass smtp.mailfrom=…`
     meta: dict[str, str] = field(default_factory=dict)  # kept in the queue with the message
+    # Results of earlier DATA checks for later ones ("dkim" → DkimResult,
+    # "domainkeys" → DomainKeysResult, "dmarc" → DmarcResult, …).
+    evidence: dict[str, object] = field(default_factory=dict)
 
     def data(self) -> bytes:
         """The message as received (without the fields checks add)."""

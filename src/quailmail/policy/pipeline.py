@@ -18,9 +18,15 @@ from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Me
 
 log = logging.getLogger("quailmail.policy")
 
+# connect: dnsbl (rblsmtpd), then greylist (jgreylist)
 CONNECT: tuple[ConnectCheck, ...] = ()
+# MAIL: badmailfrom, then spf (spfbehavior)
 MAIL: tuple[MailCheck, ...] = ()
+# RCPT: badrcptto
 RCPT: tuple[RcptCheck, ...] = ()
+# DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
+# dkverify (DKVERIFY), dmarc (dmarcbehavior), spamassassin (spamd),
+# qmail-dk signing (DKSIGN); QMAILQUEUE then replaces the queue itself.
 DATA: tuple[DataCheck, ...] = ()
 
 

@@ -408,7 +408,9 @@ class SmtpConnection(asyncio.Protocol):
         return client
 
     async def _mail_checks(self, sender: str) -> Reply:
-        refused = await pipeline.at_mail(self._client(), sender)
+        client = self._client()
+        client.evidence.clear()
+        refused = await pipeline.at_mail(client, sender)
         if refused is not None:
             self._end_transaction()
             return refused
