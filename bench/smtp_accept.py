@@ -141,10 +141,11 @@ def tail(path: Path, lines: int = 15) -> str:
 class Quail:
     name = "quailmail"
 
-    def __init__(self, work: Path, tag: str = "quail") -> None:
+    def __init__(self, work: Path, tag: str = "quail", *, receive_only: bool = True) -> None:
         self.root = work / tag
         self.log = work / f"{tag}.log"
         self.port = free_port()
+        self.receive_only = receive_only
         self.proc: subprocess.Popen[bytes] | None = None
 
     def quail(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -154,16 +155,22 @@ class Quail:
         )  # fmt: skip
 
     def start(self) -> None:
+        self.init()
+        self.serve()
+
+    def init(self) -> None:
+        """`quail init`: the root, its control files and queue (configure, then serve)."""
         ports = f"{self.port},{free_port()},{free_port()}"
         done = self.quail("init", str(self.root), "--hostname", "bench.test", "--ports", ports)
         if done.returncode != 0:
             raise BenchError(f"quail init: {done.stderr.strip()}")
+
+    def serve(self) -> None:
+        argv = [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet"]
+        if self.receive_only:
+            argv.append("--receive-only")
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet",
-                 "--receive-only"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             wait_greeting(self.port)
         except BenchError as exc:
