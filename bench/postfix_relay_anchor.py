@@ -166,6 +166,18 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
 # -- the sinks ---------------------------------------------------------------------
 
 
+def wait_count(
+    received: Callable[[], int], count: int, deadline: float, poll: float, what: str
+) -> float:
+    """Poll `received()` until it reaches `count`; the moment it was seen."""
+    while True:
+        if received() >= count:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} got {received()} of {count} messages")
+        time.sleep(poll)
+
+
 class Sink:
     """smtp-sink counting (`-c`, to a file), or dumping each message to a
     directory (the probe)."""
@@ -201,12 +213,7 @@ class Sink:
 
     def wait_received(self, count: int, deadline: float) -> float:
         """Wait for `count` messages; the moment the count was seen."""
-        while True:
-            if self.received() >= count:
-                return time.perf_counter()
-            if time.monotonic() > deadline:
-                raise BenchError(f"smtp-sink got {self.received()} of {count} messages")
-            time.sleep(0.002)
+        return wait_count(self.received, count, deadline, 0.002, "smtp-sink")
 
     def dumped(self, deadline: float) -> bytes:
         assert self.dump is not None
@@ -328,7 +335,7 @@ class Postfix:
         except BenchError as exc:
             raise BenchError(f"{exc}; maillog:\n{tail(self.dir / 'maillog')}") from None
         got = subprocess.run(
-            ["postconf", "-c", str(self.dir / "conf"), "-h", "mail_version"],
+            [program("postconf"), "-c", str(self.dir / "conf"), "-h", "mail_version"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         self.version = got.stdout.strip()
@@ -627,10 +634,16 @@ def load_average() -> str:
 
 
 def write_results(
-    args: argparse.Namespace, name: str, modes: Sequence[Mode], lines: list[str], **meta: Any
+    args: argparse.Namespace,
+    name: str,
+    modes: Sequence[Mode],
+    lines: list[str],
+    *,
+    arrived: str = "relayed",
+    **meta: Any,
 ) -> None:
     """Print the table; write it, every sample and `meta` as JSON (`--json`,
-    else bench/results/NAME.json)."""
+    else bench/results/NAME.json).  `arrived` names the second rate."""
     print()
     print("\n".join(lines))
     result: dict[str, Any] = {
@@ -645,7 +658,7 @@ def write_results(
         "modes": {
             mode.name: {
                 "accepted_msgs_per_s": round(mode.median("accepted_rate"), 1),
-                "relayed_msgs_per_s": round(mode.median("relayed_rate"), 1),
+                f"{arrived}_msgs_per_s": round(mode.median("relayed_rate"), 1),
                 "samples": [
                     vars(s)
                     | {

@@ -66,7 +66,6 @@ from postfix_relay_anchor import (
     write_results,
 )
 from quailmail.auth.keys import generate, private_key_pem
-from quailmail.queue import QueueSet
 from smtp_accept import Quail
 
 GOAL_UNSIGNED = 1.5  # quailmail / Postfix
@@ -123,8 +122,7 @@ class QuailRig:
         check_probe(self, self.probe, self.key_pem, args.size)
 
     def queued(self) -> int:
-        # In process: cheaper than `quail queue stats` while polling.
-        return QueueSet(self.quail.root / "queue").stats()["messages"]
+        return self.quail.queued()
 
     def versions(self) -> dict[str, str]:
         return {"quailmail": quailmail.__version__}
