@@ -50,6 +50,7 @@ from postfix_relay_anchor import (
     bench_main,
     program,
     run_rigs,
+    table_row,
     wait_count,
     work_directory,
     write_results,
@@ -123,6 +124,9 @@ class QuailLocal:
     def check(self, args: argparse.Namespace) -> None:
         pass  # the warm-up's messages must arrive
 
+    def pids(self) -> list[int]:
+        return [self.quail.pid]
+
     def queued(self) -> int:
         return self.quail.queued()
 
@@ -155,6 +159,9 @@ class PostfixLocal:
     def check(self, args: argparse.Namespace) -> None:
         pass
 
+    def pids(self) -> list[int]:
+        return [self.postfix.master_pid]
+
     def queued(self) -> int:
         return self.postfix.queued()
 
@@ -172,16 +179,10 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, versions: dict[str,
         f"{args.messages} messages of {args.size} B, smtp-source at {args.concurrency} "
         f"connections -> server -> Maildir/new)",
         "",
-        f"{'server':<26} {'accepted/s':>10} {'delivered/s':>11}",
+        f"{'server':<26} {'accepted/s':>10} {'deliver/s':>10} {'CPU ms/msg':>10}",
+        table_row(f"Postfix {versions.get('postfix', '')} virtual(8)", postfix),
+        table_row(f"quailmail {versions.get('quailmail', '')}", quail),
     ]
-    for label, mode in (
-        (f"Postfix {versions.get('postfix', '')} virtual(8)", postfix),
-        (f"quailmail {versions.get('quailmail', '')}", quail),
-    ):
-        lines.append(
-            f"{label:<26} {mode.median('accepted_rate'):>10.0f} "
-            f"{mode.median('relayed_rate'):>11.0f}"
-        )
     delivered = quail.median("relayed_rate")
     ratio = delivered / postfix.median("relayed_rate")
     verdict = "met" if delivered >= GOAL else "MISSED"

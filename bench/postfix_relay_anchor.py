@@ -62,7 +62,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from smtp_accept import BenchError, free_port, raise_fd_limit, tail, wait_greeting
+from smtp_accept import BenchError, cpu_seconds, free_port, raise_fd_limit, tail, wait_greeting
 
 BENCH = Path(__file__).resolve().parent
 SENDER = "sender@bench.test"  # OpenDKIM signs From: bench.test (smtp-source writes From: -f)
@@ -297,6 +297,7 @@ class Postfix:
         self.port = free_port()
         self.started = False
         self.version = ""
+        self.master_pid = 0
 
     def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -334,6 +335,7 @@ class Postfix:
             wait_greeting(self.port)
         except BenchError as exc:
             raise BenchError(f"{exc}; maillog:\n{tail(self.dir / 'maillog')}") from None
+        self.master_pid = int((self.dir / "spool" / "pid" / "master.pid").read_text().split()[0])
         got = subprocess.run(
             [program("postconf"), "-c", str(self.dir / "conf"), "-h", "mail_version"],
             capture_output=True, text=True, check=False,
@@ -372,6 +374,12 @@ class Sample:
     messages: int
     accept_seconds: float
     relay_seconds: float
+    cpu_seconds: float  # the server's processes, from the start to the last arrival
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds a message."""
+        return 1000 * self.cpu_seconds / self.messages
 
     @property
     def accepted_rate(self) -> float:
@@ -389,7 +397,7 @@ class Mode:
     samples: list[Sample] = field(default_factory=list)
 
     def median(self, attribute: str) -> float:
-        return statistics.median(getattr(s, attribute) for s in self.samples)
+        return float(statistics.median(getattr(s, attribute) for s in self.samples))
 
 
 def smtp_source(port: int, concurrency: int, count: int, size: int, to: str) -> int:
@@ -443,6 +451,10 @@ class Rig(Protocol):
 
     def check(self, args: argparse.Namespace) -> None: ...
 
+    def pids(self) -> list[int]:
+        """The server's processes: a round counts the CPU of each and its descendants."""
+        ...
+
     def queued(self) -> int: ...
 
     def versions(self) -> dict[str, str]: ...
@@ -477,6 +489,10 @@ class PostfixRig:
 
     def check(self, args: argparse.Namespace) -> None:
         check_probe(self, self.probe, self.milter.key_pem if self.milter else b"", args.size)
+
+    def pids(self) -> list[int]:
+        milter = self.milter.proc if self.milter else None
+        return [self.postfix.master_pid, *([milter.pid] if milter else [])]
 
     def queued(self) -> int:
         return self.postfix.queued()
@@ -559,16 +575,19 @@ def warm_up(rig: Rig, args: argparse.Namespace) -> None:
 def measure(rig: Rig, args: argparse.Namespace, round_: int) -> Sample:
     """One round: `--messages` sent; the moments smtp-source ends and the last arrives."""
     before = rig.sink.received()
+    cpu = sum(cpu_seconds(pid) for pid in rig.pids())
     start = time.perf_counter()
     smtp_source(rig.port, args.concurrency, args.messages, args.size, rig.recipient)
     accepted = time.perf_counter()
     arrived = rig.sink.wait_received(before + args.messages, time.monotonic() + WAIT)
-    sample = Sample(args.messages, accepted - start, arrived - start)
+    cpu = sum(cpu_seconds(pid) for pid in rig.pids()) - cpu
+    sample = Sample(args.messages, accepted - start, arrived - start, cpu)
     rig.mode.samples.append(sample)
     print(
         f"  {rig.mode.name:16} round {round_ + 1}: {args.messages} msgs accepted in "
         f"{sample.accept_seconds:5.2f} s = {sample.accepted_rate:6.0f}/s, {rig.sink.arrived} in "
-        f"{sample.relay_seconds:5.2f} s = {sample.relayed_rate:6.0f}/s",
+        f"{sample.relay_seconds:5.2f} s = {sample.relayed_rate:6.0f}/s, "
+        f"CPU {sample.cpu_ms:.2f} ms/msg",
         flush=True,
     )
     return sample
@@ -659,6 +678,7 @@ def write_results(
             mode.name: {
                 "accepted_msgs_per_s": round(mode.median("accepted_rate"), 1),
                 f"{arrived}_msgs_per_s": round(mode.median("relayed_rate"), 1),
+                "cpu_ms_per_msg": round(mode.median("cpu_ms"), 3),
                 "samples": [
                     vars(s)
                     | {
@@ -709,22 +729,27 @@ def bench_main(name: str, parser: argparse.ArgumentParser, run: Callable[[Any], 
 # -- this benchmark ------------------------------------------------------------------
 
 
+def table_row(label: str, mode: Mode) -> str:
+    """`label`, then the medians: accepted/s, arrived/s, CPU ms a message."""
+    return (
+        f"{label:<26} {mode.median('accepted_rate'):>10.0f} "
+        f"{mode.median('relayed_rate'):>10.0f} {mode.median('cpu_ms'):>10.2f}"
+    )
+
+
 def report(modes: list[Mode], args: argparse.Namespace, versions: dict[str, str]) -> list[str]:
     lines = [
         f"Postfix {versions.get('postfix', '?')} relaying on loopback, msgs/s "
         f"(median of {args.rounds} round(s); {args.messages} messages of {args.size} B, "
         f"smtp-source at {args.concurrency} connections -> Postfix -> smtp-sink)",
         "",
-        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10}",
+        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10} {'CPU ms/msg':>10}",
     ]
     for mode in modes:
         label = mode.name
         if mode.signed and versions.get("opendkim"):
             label += f" {versions['opendkim']}"
-        lines.append(
-            f"{label:<26} {mode.median('accepted_rate'):>10.0f} "
-            f"{mode.median('relayed_rate'):>10.0f}"
-        )
+        lines.append(table_row(label, mode))
     return lines
 
 

@@ -62,6 +62,7 @@ from postfix_relay_anchor import (
     check_probe,
     program,
     run_rigs,
+    table_row,
     work_directory,
     write_results,
 )
@@ -121,6 +122,9 @@ class QuailRig:
     def check(self, args: argparse.Namespace) -> None:
         check_probe(self, self.probe, self.key_pem, args.size)
 
+    def pids(self) -> list[int]:
+        return [self.quail.pid]
+
     def queued(self) -> int:
         return self.quail.queued()
 
@@ -145,13 +149,9 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, versions: dict[str,
         f"messages of {args.size} B, smtp-source at {args.concurrency} connections -> "
         f"server -> smtp-sink)",
         "",
-        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10}",
+        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10} {'CPU ms/msg':>10}",
     ]
-    for mode in modes.values():
-        lines.append(
-            f"{labels[mode.name]:<26} {mode.median('accepted_rate'):>10.0f} "
-            f"{mode.median('relayed_rate'):>10.0f}"
-        )
+    lines += [table_row(labels[mode.name], mode) for mode in modes.values()]
     lines.append("")
     pairs = [("quailmail", "postfix", "unsigned", GOAL_UNSIGNED)]
     if "quailmail+dkim" in modes:

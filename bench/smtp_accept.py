@@ -109,16 +109,31 @@ def wait_greeting(port: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` and its children (the workers of `quail serve`)."""
-    total = _own_rss_kib(pid)
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the workers of `quail serve`, Postfix's daemons)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    for child in children:
-        total += rss_kib(int(child))
-    return total
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` and its children (the workers of `quail serve`)."""
+    return sum(_own_rss_kib(p) for p in process_tree(pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used by `pid` and its descendants, and by their children
+    that have exited and been waited for (Postfix's daemons come and go)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile: its parent's cutime counts it once reaped
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _own_rss_kib(pid: int) -> int:
