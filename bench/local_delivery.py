@@ -48,6 +48,7 @@ from postfix_relay_anchor import (
     Postfix,
     arguments,
     bench_main,
+    load_average,
     program,
     run_rigs,
     table_row,
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("postfix", "smtp-source"):
         program(name)
     modes = {name: Mode(name, signed=False) for name in ("postfix", "quailmail")}
-    started = time.monotonic()
+    started, load = time.monotonic(), load_average()
     with work_directory(args, "quail-local-") as work:
         versions = run_rigs(
             [PostfixLocal(work, modes["postfix"]), QuailLocal(work, modes["quailmail"])], args
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         quailmail_version=versions.get("quailmail", ""),
         postfix_version=versions.get("postfix", ""),
         wall_seconds=round(time.monotonic() - started, 1),
+        load_average_at_start=load,
     )
     return 0
 

@@ -759,7 +759,7 @@ def run(args: argparse.Namespace) -> int:
     modes = [Mode("postfix", signed=False)]
     if not args.no_milter:
         modes.append(Mode("postfix+opendkim", signed=True))
-    started = time.monotonic()
+    started, load = time.monotonic(), load_average()
     with work_directory(args, "quail-relay-anchor-") as work:
         versions = run_rigs([PostfixRig(work, mode) for mode in modes], args)
     write_results(
@@ -770,6 +770,7 @@ def run(args: argparse.Namespace) -> int:
         postfix_version=versions.get("postfix", ""),
         opendkim_version=versions.get("opendkim", ""),
         wall_seconds=round(time.monotonic() - started, 1),
+        load_average_at_start=load,
     )
     return 0
 

@@ -60,6 +60,7 @@ from postfix_relay_anchor import (
     arguments,
     bench_main,
     check_probe,
+    load_average,
     program,
     run_rigs,
     table_row,
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         [] if args.no_dkim else ["postfix+opendkim", "quailmail+dkim"]
     )
     modes = {name: Mode(name, signed=name.endswith("dkim")) for name in names}
-    started = time.monotonic()
+    started, load = time.monotonic(), load_average()
     with work_directory(args, "quail-relay-") as work:
         rigs: list[Rig] = [
             (QuailRig if name.startswith("quailmail") else PostfixRig)(work, mode)
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         postfix_version=versions.get("postfix", ""),
         opendkim_version=versions.get("opendkim", ""),
         wall_seconds=round(time.monotonic() - started, 1),
+        load_average_at_start=load,
     )
     return 0
 
