@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 # tests/test_junk_imap.py (each test starts its own instance on a free loopback
 # port with its own config; the package's system service is not used).
 # Postfix is a peer of the end-to-end tests (tests/peers/postfix.py) and the
-# anchor of bench/smtp_accept.sh and bench/relay.sh (with its smtp-source and
-# smtp-sink); it is preseeded as "No configuration" so the install asks
+# anchor of bench/smtp_accept.sh, bench/relay.sh and bench/local_delivery.py
+# (with its smtp-source and smtp-sink); it is preseeded as "No configuration" so the install asks
 # nothing, writes no /etc/postfix/main.cf and starts no system instance on
 # port 25: tests and benchmarks run private instances on free loopback ports.
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
@@ -68,8 +68,10 @@ bench: install peers
 	$(BIN)/python bench/dkim.py
 	$(BIN)/python bench/spf.py
 	$(BIN)/python bench/queue_put.py
-	@if [ "$$(id -u)" = 0 ]; then bench/smtp_accept.sh; \
-	else echo "not root: bench/smtp_accept.sh skipped (Postfix's master needs root)"; fi
+	@if [ "$$(id -u)" = 0 ]; then bench/smtp_accept.sh && bench/relay.sh && \
+		$(BIN)/python bench/local_delivery.py; \
+	else echo "not root: bench/smtp_accept.sh, relay.sh and local_delivery.py skipped" \
+		"(Postfix's master needs root)"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

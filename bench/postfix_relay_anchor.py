@@ -24,11 +24,17 @@ smtp-sink, everything on 127.0.0.1:
 
 Before each mode's rounds, one probe message goes to a second smtp-sink that
 dumps what it gets: it must carry a DKIM-Signature exactly when the milter
-is on.  Then a warm-up of 2 x concurrency messages.  Each round: time from
-smtp-source's start to its end (accepted msgs/s, every 250 counted by
+is on (a=rsa-sha256, c=relaxed/simple, d=bench.test, and quailmail's
+verifier passes it, the key published by a DNS server of its own on
+loopback).  Then a warm-up of 2 x concurrency messages.  Each round: time
+from smtp-source's start to its end (accepted msgs/s, every 250 counted by
 smtp-source's own counter) and to the sink's count reaching `--messages`
 (relayed msgs/s).  The table shows the median of the rounds; the JSON keeps
-every sample.  The queue must be empty at the end (nothing deferred).
+every sample.  The queue must be empty at the end (nothing deferred) and the
+sink must have counted exactly what was sent.
+
+bench/relay.py runs the same modes beside quailmail's with the pieces below
+(`PostfixRig`, `check_probe`, `warm_up`, `measure`, `check_done`).
 
 Runs as root (Postfix's master must; smtp-sink drops to nobody); needs
 postfix (smtp-source, smtp-sink) and opendkim (`make peers`).  Every process
@@ -50,12 +56,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from smtp_accept import BenchError, free_port, raise_fd_limit, tail, wait_greeting
+from smtp_accept import BenchError, cpu_seconds, free_port, raise_fd_limit, tail, wait_greeting
 
 BENCH = Path(__file__).resolve().parent
 SENDER = "sender@bench.test"  # OpenDKIM signs From: bench.test (smtp-source writes From: -f)
@@ -85,7 +92,7 @@ smtp_host_lookup = native
 local_recipient_maps =
 alias_maps =
 alias_database =
-relay_domains = {sink_domain}, {probe_domain}
+relay_domains = {relay_domains}
 transport_maps = texthash:{dir}/conf/transport
 default_transport = error:5.7.1 the benchmark relays only to its sinks
 relay_transport = $default_transport
@@ -159,9 +166,23 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
 # -- the sinks ---------------------------------------------------------------------
 
 
+def wait_count(
+    received: Callable[[], int], count: int, deadline: float, poll: float, what: str
+) -> float:
+    """Poll `received()` until it reaches `count`; the moment it was seen."""
+    while True:
+        if received() >= count:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} got {received()} of {count} messages")
+        time.sleep(poll)
+
+
 class Sink:
     """smtp-sink counting (`-c`, to a file), or dumping each message to a
     directory (the probe)."""
+
+    arrived = "relayed"
 
     def __init__(self, work: Path, name: str, *, dump: bool = False) -> None:
         self.port = free_port()
@@ -192,12 +213,7 @@ class Sink:
 
     def wait_received(self, count: int, deadline: float) -> float:
         """Wait for `count` messages; the moment the count was seen."""
-        while True:
-            if self.received() >= count:
-                return time.perf_counter()
-            if time.monotonic() > deadline:
-                raise BenchError(f"smtp-sink got {self.received()} of {count} messages")
-            time.sleep(0.002)
+        return wait_count(self.received, count, deadline, 0.002, "smtp-sink")
 
     def dumped(self, deadline: float) -> bytes:
         assert self.dump is not None
@@ -209,6 +225,9 @@ class Sink:
             if time.monotonic() > deadline:
                 raise BenchError("the probe message never reached its sink")
             time.sleep(0.01)
+
+    def clear(self) -> None:
+        pass  # smtp-sink keeps nothing
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -223,6 +242,7 @@ class OpenDkim:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.version = ""
+        self.key_pem = b""
 
     def start(self) -> None:
         from cryptography.hazmat.primitives import serialization
@@ -231,13 +251,12 @@ class OpenDkim:
         self.dir.mkdir()
         key = self.dir / f"{SELECTOR}.private"
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        key.write_bytes(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
+        self.key_pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
         )
+        key.write_bytes(self.key_pem)
         key.chmod(0o600)
         shutil.chown(key, "opendkim")
         conf = self.dir / "opendkim.conf"
@@ -278,6 +297,7 @@ class Postfix:
         self.port = free_port()
         self.started = False
         self.version = ""
+        self.master_pid = 0
 
     def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -285,20 +305,27 @@ class Postfix:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
-    def start(self, sink: Sink, probe: Sink, milter: OpenDkim | None) -> None:
+    def start(
+        self,
+        routes: Mapping[str, int],
+        milter: OpenDkim | None = None,
+        *,
+        main_cf: str = "",
+        master_cf: str = "",
+    ) -> None:
+        """Relay each domain of `routes` to its port on 127.0.0.1; `main_cf`
+        and `master_cf` are added to the files (bench/local_delivery.py's
+        virtual(8))."""
         for sub in ("conf", "spool", "data"):
             (self.dir / sub).mkdir(parents=True)
         shutil.chown(self.dir / "data", "postfix")
         milters = f"inet:127.0.0.1:{milter.port}" if milter else ""
         (self.dir / "conf" / "main.cf").write_text(
-            MAIN_CF.format(
-                dir=self.dir, sink_domain=SINK_DOMAIN, probe_domain=PROBE_DOMAIN, milters=milters
-            )
+            MAIN_CF.format(dir=self.dir, relay_domains=", ".join(routes), milters=milters) + main_cf
         )
-        (self.dir / "conf" / "master.cf").write_text(MASTER_CF.format(port=self.port))
+        (self.dir / "conf" / "master.cf").write_text(MASTER_CF.format(port=self.port) + master_cf)
         (self.dir / "conf" / "transport").write_text(
-            f"{SINK_DOMAIN} smtp:[127.0.0.1]:{sink.port}\n"
-            f"{PROBE_DOMAIN} smtp:[127.0.0.1]:{probe.port}\n"
+            "".join(f"{domain} smtp:[127.0.0.1]:{port}\n" for domain, port in routes.items())
         )
         done = self.postfix("start")
         self.started = True  # even a failed start may have left a master behind
@@ -308,8 +335,9 @@ class Postfix:
             wait_greeting(self.port)
         except BenchError as exc:
             raise BenchError(f"{exc}; maillog:\n{tail(self.dir / 'maillog')}") from None
+        self.master_pid = int((self.dir / "spool" / "pid" / "master.pid").read_text().split()[0])
         got = subprocess.run(
-            ["postconf", "-c", str(self.dir / "conf"), "-h", "mail_version"],
+            [program("postconf"), "-c", str(self.dir / "conf"), "-h", "mail_version"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         self.version = got.stdout.strip()
@@ -346,6 +374,12 @@ class Sample:
     messages: int
     accept_seconds: float
     relay_seconds: float
+    cpu_seconds: float  # the server's processes, from the start to the last arrival
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds a message."""
+        return 1000 * self.cpu_seconds / self.messages
 
     @property
     def accepted_rate(self) -> float:
@@ -359,19 +393,18 @@ class Sample:
 @dataclass
 class Mode:
     name: str
-    milter: bool
+    signed: bool  # its probe must carry a DKIM-Signature
     samples: list[Sample] = field(default_factory=list)
 
     def median(self, attribute: str) -> float:
-        return statistics.median(getattr(s, attribute) for s in self.samples)
+        return float(statistics.median(getattr(s, attribute) for s in self.samples))
 
 
-def smtp_source(port: int, concurrency: int, count: int, size: int, domain: str) -> int:
-    """Send `count` messages; how many got their 250 (smtp-source's counter)."""
+def smtp_source(port: int, concurrency: int, count: int, size: int, to: str) -> int:
+    """Send `count` messages to `to`; how many got their 250 (smtp-source's counter)."""
     argv = [
         program("smtp-source"), "-s", str(concurrency), "-m", str(count), "-l", str(size),
-        "-c", "-M", "client.bench.test", "-f", SENDER, "-t", f"rcpt@{domain}",
-        f"127.0.0.1:{port}",
+        "-c", "-M", "client.bench.test", "-f", SENDER, "-t", to, f"127.0.0.1:{port}",
     ]  # fmt: skip
     try:
         done = subprocess.run(argv, capture_output=True, timeout=WAIT, check=False)
@@ -387,113 +420,265 @@ def smtp_source(port: int, concurrency: int, count: int, size: int, domain: str)
     return acknowledged
 
 
-def run_mode(work: Path, mode: Mode, args: argparse.Namespace) -> dict[str, str]:
-    sink, probe = Sink(work, f"sink-{mode.name}"), Sink(work, f"probe-{mode.name}", dump=True)
-    milter = OpenDkim(work) if mode.milter else None
-    postfix = Postfix(work, f"postfix-{mode.name}")
-    try:
-        sink.start()
-        probe.start()
-        if milter is not None:
-            milter.start()
-        postfix.start(sink, probe, milter)
-        smtp_source(postfix.port, 1, 1, args.size, PROBE_DOMAIN)
-        dumped = probe.dumped(time.monotonic() + 30)
-        signed = b"\nDKIM-Signature:" in dumped.replace(b"\r\n", b"\n")
-        if signed != mode.milter:
-            raise BenchError(
-                f"{mode.name}: the probe message {'lacks' if mode.milter else 'has'} "
-                f"a DKIM-Signature:\n{dumped[:1500].decode(errors='replace')}"
-            )
-        warm = 2 * args.concurrency
-        smtp_source(postfix.port, args.concurrency, warm, args.size, SINK_DOMAIN)
-        sink.wait_received(warm, time.monotonic() + WAIT)
-        for round_ in range(args.rounds):
-            before = sink.received()
-            start = time.perf_counter()
-            smtp_source(postfix.port, args.concurrency, args.messages, args.size, SINK_DOMAIN)
-            accepted = time.perf_counter()
-            relayed = sink.wait_received(before + args.messages, time.monotonic() + WAIT)
-            sample = Sample(args.messages, accepted - start, relayed - start)
-            mode.samples.append(sample)
-            print(
-                f"  {mode.name:15} round {round_ + 1}: {args.messages} msgs accepted in "
-                f"{sample.accept_seconds:5.2f} s = {sample.accepted_rate:6.0f}/s, relayed in "
-                f"{sample.relay_seconds:5.2f} s = {sample.relayed_rate:6.0f}/s",
-                flush=True,
-            )
-        deadline = time.monotonic() + 10
-        while postfix.queued() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if postfix.queued():
-            raise BenchError(f"{mode.name}: {postfix.queued()} messages left in Postfix's queue")
-        return {"postfix": postfix.version, "opendkim": milter.version if milter else ""}
-    finally:
-        postfix.stop()
-        if milter is not None:
-            milter.stop()
-        probe.stop()
-        sink.stop()
+class Counter(Protocol):
+    """Where the messages arrive: an smtp-sink, a Maildir."""
+
+    arrived: str  # the word for it in the progress lines
+
+    def received(self) -> int: ...
+
+    def wait_received(self, count: int, deadline: float) -> float: ...
+
+    def clear(self) -> None: ...
 
 
-def report(modes: list[Mode], args: argparse.Namespace, versions: dict[str, str]) -> list[str]:
-    lines = [
-        f"Postfix {versions.get('postfix', '?')} relaying on loopback, msgs/s "
-        f"(median of {args.rounds} round(s); {args.messages} messages of {args.size} B, "
-        f"smtp-source at {args.concurrency} connections -> Postfix -> smtp-sink)",
-        "",
-        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10}",
-    ]
-    for mode in modes:
-        label = mode.name
-        if mode.milter and versions.get("opendkim"):
-            label += f" {versions['opendkim']}"
-        lines.append(
-            f"{label:<26} {mode.median('accepted_rate'):>10.0f} "
-            f"{mode.median('relayed_rate'):>10.0f}"
+class Rig(Protocol):
+    """One mode's processes: the server under test and what it delivers to."""
+
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def sink(self) -> Counter: ...
+
+    @property
+    def recipient(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def check(self, args: argparse.Namespace) -> None: ...
+
+    def pids(self) -> list[int]:
+        """The server's processes: a round counts the CPU of each and its descendants."""
+        ...
+
+    def queued(self) -> int: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def stop(self) -> None: ...
+
+
+class PostfixRig:
+    """Postfix relaying to a counting sink and a probe sink, OpenDKIM in
+    front when the mode signs."""
+
+    def __init__(self, work: Path, mode: Mode) -> None:
+        self.mode = mode
+        self.sink = Sink(work, f"sink-{mode.name}")
+        self.probe = Sink(work, f"probe-{mode.name}", dump=True)
+        self.recipient = f"rcpt@{SINK_DOMAIN}"
+        self.milter = OpenDkim(work) if mode.signed else None
+        self.postfix = Postfix(work, f"postfix-{mode.name}")
+
+    @property
+    def port(self) -> int:
+        return self.postfix.port
+
+    def start(self) -> None:
+        self.sink.start()
+        self.probe.start()
+        if self.milter is not None:
+            self.milter.start()
+        self.postfix.start(
+            {SINK_DOMAIN: self.sink.port, PROBE_DOMAIN: self.probe.port}, self.milter
         )
-    return lines
+
+    def check(self, args: argparse.Namespace) -> None:
+        check_probe(self, self.probe, self.milter.key_pem if self.milter else b"", args.size)
+
+    def pids(self) -> list[int]:
+        milter = self.milter.proc if self.milter else None
+        return [self.postfix.master_pid, *([milter.pid] if milter else [])]
+
+    def queued(self) -> int:
+        return self.postfix.queued()
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "postfix": self.postfix.version,
+            "opendkim": self.milter.version if self.milter else "",
+        }
+
+    def stop(self) -> None:
+        self.postfix.stop()
+        if self.milter is not None:
+            self.milter.stop()
+        self.probe.stop()
+        self.sink.stop()
 
 
-def run(args: argparse.Namespace) -> int:
+def verify_probe(message: bytes, key_pem: bytes) -> str:
+    """quailmail's DKIM verdict on `message`, with the key of PEM `key_pem`
+    published as SELECTOR._domainkey.bench.test by a DNS server of our own on
+    loopback: "pass", or why not."""
+    import asyncio
+
+    from quailmail.auth.dkim.verify import verify_dkim
+    from quailmail.auth.keys import parse_private_key, record_value
+    from quailmail.auth.message import parse_message
+    from quailmail.dns.resolver import DnsResolver
+    from quailmail.dns.zone import Zone
+    from quailmail.dns.zoneserver import ZoneServer
+
+    zone = Zone()
+    zone.add_txt(f"{SELECTOR}._domainkey.bench.test", record_value(parse_private_key(key_pem)))
+    with ZoneServer(zone) as server:
+        resolver = DnsResolver(server.addresses, timeout=2.0)
+        result = asyncio.run(verify_dkim(parse_message(message), resolver))
+    verdicts = [f"{s.result.value} ({s.reason})" for s in result.signatures]
+    return (
+        "pass" if [s.result.value for s in result.signatures] == ["pass"] else "; ".join(verdicts)
+    )
+
+
+def check_probe(rig: Rig, probe: Sink, key_pem: bytes, size: int) -> None:
+    """One message to the dumping sink: it carries one DKIM-Signature exactly
+    when the mode signs, made as OpenDKIM is set up here (d=bench.test,
+    rsa-sha256, relaxed/simple), and quailmail's verifier passes it."""
+    smtp_source(rig.port, 1, 1, size, f"rcpt@{PROBE_DOMAIN}")
+    dumped = probe.dumped(time.monotonic() + 30).replace(b"\r\n", b"\n")
+    fields = re.findall(rb"^DKIM-Signature:.*(?:\n[ \t].*)*", dumped, re.MULTILINE | re.IGNORECASE)
+    problem = ""
+    if len(fields) != (1 if rig.mode.signed else 0):
+        problem = f"{len(fields)} DKIM-Signature fields"
+    elif fields:
+        tags = dict(
+            (name.strip(), value.strip())
+            for name, _, value in (
+                tag.partition("=")
+                for tag in re.sub(rb"\s+", b"", fields[0][15:]).decode().split(";")
+            )
+        )
+        want = {"a": "rsa-sha256", "c": "relaxed/simple", "d": "bench.test", "s": SELECTOR}
+        if any(tags.get(k) != v for k, v in want.items()):
+            problem = f"a signature other than {want}"
+        elif (verdict := verify_probe(dumped.replace(b"\n", b"\r\n"), key_pem)) != "pass":
+            problem = f"a signature that does not verify: {verdict}"
+    if problem:
+        raise BenchError(
+            f"{rig.mode.name}: the probe message has {problem}:\n"
+            f"{dumped[:1500].decode(errors='replace')}"
+        )
+
+
+def warm_up(rig: Rig, args: argparse.Namespace) -> None:
+    """2 x concurrency messages, waited for."""
+    before, warm = rig.sink.received(), 2 * args.concurrency
+    smtp_source(rig.port, args.concurrency, warm, args.size, rig.recipient)
+    rig.sink.wait_received(before + warm, time.monotonic() + WAIT)
+
+
+def measure(rig: Rig, args: argparse.Namespace, round_: int) -> Sample:
+    """One round: `--messages` sent; the moments smtp-source ends and the last arrives."""
+    before = rig.sink.received()
+    cpu = sum(cpu_seconds(pid) for pid in rig.pids())
+    start = time.perf_counter()
+    smtp_source(rig.port, args.concurrency, args.messages, args.size, rig.recipient)
+    accepted = time.perf_counter()
+    arrived = rig.sink.wait_received(before + args.messages, time.monotonic() + WAIT)
+    cpu = sum(cpu_seconds(pid) for pid in rig.pids()) - cpu
+    sample = Sample(args.messages, accepted - start, arrived - start, cpu)
+    rig.mode.samples.append(sample)
+    print(
+        f"  {rig.mode.name:16} round {round_ + 1}: {args.messages} msgs accepted in "
+        f"{sample.accept_seconds:5.2f} s = {sample.accepted_rate:6.0f}/s, {rig.sink.arrived} in "
+        f"{sample.relay_seconds:5.2f} s = {sample.relayed_rate:6.0f}/s, "
+        f"CPU {sample.cpu_ms:.2f} ms/msg",
+        flush=True,
+    )
+    return sample
+
+
+def check_done(rig: Rig, args: argparse.Namespace, timeout: float = 10.0) -> None:
+    """The server's queue empties (nothing deferred) within `timeout`, and
+    exactly what was sent arrived: the warm-up and every round so far."""
+    deadline = time.monotonic() + timeout
+    while rig.queued() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left := rig.queued():
+        raise BenchError(f"{rig.mode.name}: {left} messages left in the queue")
+    sent = 2 * args.concurrency + sum(s.messages for s in rig.mode.samples)
+    if (got := rig.sink.received()) != sent:
+        raise BenchError(f"{rig.mode.name}: {sent} messages sent, {got} {rig.sink.arrived}")
+
+
+def run_rigs(rigs: Sequence[Rig], args: argparse.Namespace) -> dict[str, str]:
+    """Start every rig, check its probe and warm it up; then the rounds, each
+    rig once a round (every other round in reverse order), its queue emptied
+    and its count checked before the next one starts.  Every rig is stopped
+    at the end, on failure too.  The versions of the servers, by name."""
+    versions: dict[str, str] = {}
+    try:
+        for rig in rigs:
+            rig.start()
+            rig.check(args)
+            warm_up(rig, args)
+        for round_ in range(args.rounds):
+            for rig in rigs if round_ % 2 == 0 else rigs[::-1]:
+                measure(rig, args, round_)
+                check_done(rig, args)
+                rig.sink.clear()
+        for rig in rigs:
+            versions |= {name: value for name, value in rig.versions().items() if value}
+    finally:
+        for rig in rigs:
+            rig.stop()
+    return versions
+
+
+@contextlib.contextmanager
+def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
+    """A fresh directory on a disk (not a tmpfs: the queues' fsyncs must be
+    real), removed at the end unless `--keep`."""
     if os.geteuid() != 0:
         raise BenchError("run as root: Postfix's master must start as root")
-    for name in ("postfix", "smtp-source", "smtp-sink", *(() if args.no_milter else ("opendkim",))):
-        program(name)
     raise_fd_limit(4 * args.concurrency + 200)
-    base = Path(args.workdir) if args.workdir else Path("/var/tmp")  # a disk, not a tmpfs
-    work = Path(tempfile.mkdtemp(prefix="quail-relay-anchor-", dir=base))
+    base = Path(args.workdir) if args.workdir else Path("/var/tmp")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     work.chmod(0o755)  # Postfix's daemons, OpenDKIM and smtp-sink walk into it
-    modes = [Mode("postfix", milter=False)]
-    if not args.no_milter:
-        modes.append(Mode("postfix+opendkim", milter=True))
-    versions: dict[str, str] = {}
-    started = time.monotonic()
-    print(f"work directory {work}", flush=True)
+    print(f"work directory {work}; load average {load_average()}", flush=True)
     try:
-        for mode in modes:
-            for key, value in run_mode(work, mode, args).items():
-                versions[key] = versions.get(key) or value
+        yield work
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    lines = report(modes, args, versions)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def write_results(
+    args: argparse.Namespace,
+    name: str,
+    modes: Sequence[Mode],
+    lines: list[str],
+    *,
+    arrived: str = "relayed",
+    **meta: Any,
+) -> None:
+    """Print the table; write it, every sample and `meta` as JSON (`--json`,
+    else bench/results/NAME.json).  `arrived` names the second rate."""
     print()
     print("\n".join(lines))
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "postfix_version": versions.get("postfix", ""),
-        "opendkim_version": versions.get("opendkim", ""),
+        **meta,
         "cpus": os.cpu_count(),
+        "load_average_at_end": load_average(),
         "messages": args.messages,
         "size": args.size,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
-        "wall_seconds": round(time.monotonic() - started, 1),
         "modes": {
             mode.name: {
                 "accepted_msgs_per_s": round(mode.median("accepted_rate"), 1),
-                "relayed_msgs_per_s": round(mode.median("relayed_rate"), 1),
+                f"{arrived}_msgs_per_s": round(mode.median("relayed_rate"), 1),
+                "cpu_ms_per_msg": round(mode.median("cpu_ms"), 3),
                 "samples": [
                     vars(s)
                     | {
@@ -507,23 +692,26 @@ def run(args: argparse.Namespace) -> int:
         },
         "table": lines,
     }
-    out = Path(args.json) if args.json else BENCH / "results" / "postfix_relay_anchor.json"
+    out = Path(args.json) if args.json else BENCH / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON: {out}")
-    return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options every relay benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--messages", type=int, default=5000, help="per round (5000)")
     parser.add_argument("--concurrency", type=int, default=50, help="smtp-source sessions (50)")
     parser.add_argument("--size", type=int, default=4096, help="message body bytes (4096)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode (3)")
-    parser.add_argument("--no-milter", action="store_true", help="skip the OpenDKIM mode")
-    parser.add_argument("--json", help="output (default bench/results/postfix_relay_anchor.json)")
+    parser.add_argument("--json", help=f"output (default bench/results/{name}.json)")
     parser.add_argument("--workdir", help="where the queues go (default /var/tmp; not a tmpfs)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser
+
+
+def bench_main(name: str, parser: argparse.ArgumentParser, run: Callable[[Any], int]) -> int:
     args = parser.parse_args()
 
     def stop(signum: int, _frame: object) -> None:
@@ -534,8 +722,63 @@ def main() -> int:
     try:
         return run(args)
     except BenchError as exc:
-        print(f"postfix_relay_anchor: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
+
+
+# -- this benchmark ------------------------------------------------------------------
+
+
+def table_row(label: str, mode: Mode) -> str:
+    """`label`, then the medians: accepted/s, arrived/s, CPU ms a message."""
+    return (
+        f"{label:<26} {mode.median('accepted_rate'):>10.0f} "
+        f"{mode.median('relayed_rate'):>10.0f} {mode.median('cpu_ms'):>10.2f}"
+    )
+
+
+def report(modes: list[Mode], args: argparse.Namespace, versions: dict[str, str]) -> list[str]:
+    lines = [
+        f"Postfix {versions.get('postfix', '?')} relaying on loopback, msgs/s "
+        f"(median of {args.rounds} round(s); {args.messages} messages of {args.size} B, "
+        f"smtp-source at {args.concurrency} connections -> Postfix -> smtp-sink)",
+        "",
+        f"{'mode':<26} {'accepted/s':>10} {'relayed/s':>10} {'CPU ms/msg':>10}",
+    ]
+    for mode in modes:
+        label = mode.name
+        if mode.signed and versions.get("opendkim"):
+            label += f" {versions['opendkim']}"
+        lines.append(table_row(label, mode))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("postfix", "smtp-source", "smtp-sink", *(() if args.no_milter else ("opendkim",))):
+        program(name)
+    modes = [Mode("postfix", signed=False)]
+    if not args.no_milter:
+        modes.append(Mode("postfix+opendkim", signed=True))
+    started, load = time.monotonic(), load_average()
+    with work_directory(args, "quail-relay-anchor-") as work:
+        versions = run_rigs([PostfixRig(work, mode) for mode in modes], args)
+    write_results(
+        args,
+        "postfix_relay_anchor",
+        modes,
+        report(modes, args, versions),
+        postfix_version=versions.get("postfix", ""),
+        opendkim_version=versions.get("opendkim", ""),
+        wall_seconds=round(time.monotonic() - started, 1),
+        load_average_at_start=load,
+    )
+    return 0
+
+
+def main() -> int:
+    parser = arguments(__doc__, "postfix_relay_anchor")
+    parser.add_argument("--no-milter", action="store_true", help="skip the OpenDKIM mode")
+    return bench_main("postfix_relay_anchor", parser, run)
 
 
 if __name__ == "__main__":

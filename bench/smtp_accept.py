@@ -109,16 +109,31 @@ def wait_greeting(port: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` and its children (the workers of `quail serve`)."""
-    total = _own_rss_kib(pid)
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the workers of `quail serve`, Postfix's daemons)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    for child in children:
-        total += rss_kib(int(child))
-    return total
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` and its children (the workers of `quail serve`)."""
+    return sum(_own_rss_kib(p) for p in process_tree(pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used by `pid` and its descendants, and by their children
+    that have exited and been waited for (Postfix's daemons come and go)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile: its parent's cutime counts it once reaped
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _own_rss_kib(pid: int) -> int:
@@ -141,29 +156,38 @@ def tail(path: Path, lines: int = 15) -> str:
 class Quail:
     name = "quailmail"
 
-    def __init__(self, work: Path, tag: str = "quail") -> None:
+    def __init__(self, work: Path, tag: str = "quail", *, receive_only: bool = True) -> None:
         self.root = work / tag
         self.log = work / f"{tag}.log"
         self.port = free_port()
+        self.receive_only = receive_only
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def quail(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def quail(
+        self, *args: str, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "quailmail", *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
     def start(self) -> None:
+        self.init()
+        self.serve()
+
+    def init(self) -> None:
+        """`quail init`: the root, its control files and queue (configure, then serve)."""
         ports = f"{self.port},{free_port()},{free_port()}"
         done = self.quail("init", str(self.root), "--hostname", "bench.test", "--ports", ports)
         if done.returncode != 0:
             raise BenchError(f"quail init: {done.stderr.strip()}")
+
+    def serve(self) -> None:
+        argv = [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet"]
+        if self.receive_only:
+            argv.append("--receive-only")
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "quailmail", "serve", "--root", str(self.root), "--quiet",
-                 "--receive-only"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             wait_greeting(self.port)
         except BenchError as exc:
@@ -175,10 +199,10 @@ class Quail:
         return self.proc.pid
 
     def queued(self) -> int:
-        done = self.quail("queue", "stats", "--json", "--root", str(self.root))
-        if done.returncode != 0:
-            raise BenchError(f"quail queue stats: {done.stderr.strip()}")
-        return int(json.loads(done.stdout)["messages"])
+        """`quail queue stats`'s count, read in process (cheaper when polling)."""
+        from quailmail.queue import QueueSet
+
+        return QueueSet(self.root / "queue").stats()["messages"]
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
