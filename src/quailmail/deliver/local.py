@@ -20,7 +20,15 @@ from quailmail.core.outcome import Outcome
 
 from . import junk
 from .command import CommandEnv, run_command
-from .dotqmail import DotQmailError, Kind, Line, check_home, find_dotqmail, read_dotqmail
+from .dotqmail import (
+    DotQmailError,
+    Found,
+    Kind,
+    Line,
+    check_home,
+    find_dotqmail,
+    read_dotqmail,
+)
 from .maildir import deliver_maildir, dtline
 from .mbox import deliver_mbox
 
@@ -113,8 +121,61 @@ async def deliver_local(
                 "This message is looping: it already has my Delivered-To line. (#5.4.6)"
             )
         )
+    # The blocking part in one thread hop: the home, the .qmail file, the
+    # junk flag, and, when no line runs a program, the deliveries too.
+    plan = await asyncio.to_thread(_plan, mb, message, sender, junk_folder)
+    if isinstance(plan, LocalResult):
+        return plan
+    if plan.files_only:
+        return await asyncio.to_thread(_deliver_files, mb, message, sender, plan)
+    env = CommandEnv(
+        sender=sender,
+        new_sender=plan.new_sender,
+        recipient=recipient,
+        user=mb.user,
+        home=mb.home,
+        local=mb.local,
+        host=mb.host,
+        ext=mb.ext,
+        default=plan.found.default if plan.found.is_default else None,
+    )
+    forwards: list[str] = []
+    delivered: list[str] = []
+    for line in plan.lines:
+        if line.kind is Kind.FORWARD:
+            forwards.append(line.value)
+            continue
+        if line.kind is Kind.PROGRAM:
+            result = await run_command(line.value, message, env, timeout=command_timeout)
+            if not result.outcome.is_ok:
+                return LocalResult(result.outcome, (), plan.new_sender, tuple(delivered))
+            delivered.append(f"|{line.value}")
+            if result.stop:
+                break
+            continue
+        outcome = await asyncio.to_thread(_file_line, mb, line, message, sender, plan.spam)
+        if not outcome.is_ok:
+            return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
+        delivered.append(outcome.reason)
+    return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    lines: tuple[Line, ...]
+    found: Found
+    spam: bool
+    new_sender: str
+
+    @property
+    def files_only(self) -> bool:
+        return all(line.kind is not Kind.PROGRAM for line in self.lines)
+
+
+def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan | LocalResult:
+    """What qmail-local would do for MB (blocking: runs in a thread)."""
     try:
-        await asyncio.to_thread(check_home, mb.home)
+        check_home(mb.home)
         found = find_dotqmail(mb.home, mb.ext)
         if found is None:
             return LocalResult(Outcome.permanent("Sorry, no mailbox here by that name. (#5.1.1)"))
@@ -129,53 +190,34 @@ async def deliver_local(
         # qmail-local: a .qmail of only comments delivers nowhere; we defer
         # rather than lose the message.
         return LocalResult(Outcome.temporary("no delivery instructions in .qmail (#4.2.1)"))
+    spam = junk.is_spam(message) and junk.junk_enabled(
+        control_dir=None, domain_dir=mb.domain_dir, home=mb.home, default=junk_folder
+    )
+    hands_on = any(line.kind in (Kind.FORWARD, Kind.PROGRAM) for line in lines)
+    new_sender = _new_sender(mb, sender) if hands_on else sender
+    return _Plan(tuple(lines), found, spam, new_sender)
 
-    new_sender = _new_sender(mb, sender)
-    env = CommandEnv(
-        sender=sender,
-        new_sender=new_sender,
-        recipient=recipient,
-        user=mb.user,
-        home=mb.home,
-        local=mb.local,
-        host=mb.host,
-        ext=mb.ext,
-        default=found.default
-        if found.path is not None and found.path.name.endswith("default")
-        else None,
-    )
-    spam = junk.is_spam(message) and await asyncio.to_thread(
-        junk.junk_enabled,
-        control_dir=None,
-        domain_dir=mb.domain_dir,
-        home=mb.home,
-        default=junk_folder,
-    )
+
+def _deliver_files(mb: Mailbox, message: bytes, sender: str, plan: _Plan) -> LocalResult:
+    """Every line of a plan without programs, in order (blocking)."""
     forwards: list[str] = []
     delivered: list[str] = []
-    for line in lines:
+    for line in plan.lines:
         if line.kind is Kind.FORWARD:
             forwards.append(line.value)
             continue
-        if line.kind is Kind.PROGRAM:
-            result = await run_command(line.value, message, env, timeout=command_timeout)
-            if not result.outcome.is_ok:
-                return LocalResult(result.outcome, (), new_sender, tuple(delivered))
-            delivered.append(f"|{line.value}")
-            if result.stop:
-                break
-            continue
-        path = mb.home / line.value
-        if line.kind is Kind.MAILDIR:
-            outcome = await asyncio.to_thread(_maildir, path, message, recipient, sender, spam)
-        else:
-            outcome = await asyncio.to_thread(
-                deliver_mbox, path, message, delivered_to=recipient, return_path=sender
-            )
+        outcome = _file_line(mb, line, message, sender, plan.spam)
         if not outcome.is_ok:
-            return LocalResult(outcome, (), new_sender, tuple(delivered))
+            return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
         delivered.append(outcome.reason)
-    return LocalResult(Outcome.ok("delivered"), tuple(forwards), new_sender, tuple(delivered))
+    return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
+
+
+def _file_line(mb: Mailbox, line: Line, message: bytes, sender: str, spam: bool) -> Outcome:
+    path = mb.home / line.value
+    if line.kind is Kind.MAILDIR:
+        return _maildir(path, message, mb.recipient, sender, spam)
+    return deliver_mbox(path, message, delivered_to=mb.recipient, return_path=sender)
 
 
 def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:

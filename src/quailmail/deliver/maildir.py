@@ -78,9 +78,8 @@ def deliver_maildir(
     qmail-local does.  Blocking: an async caller runs it in a thread.
     Returns ok with the file's path as the reason, or temporary.
     """
-    for sub in ("tmp", "new", "cur"):
-        if not (maildir / sub).is_dir():
-            return Outcome.temporary(f"maildir {maildir} does not exist or lacks {sub}/ (#4.2.1)")
+    # No stat of tmp/, new/ and cur/ first: the open and the link fail with
+    # ENOENT when they are missing, which _reason reports as #4.2.1.
     name = unique_name()
     tmp = maildir / "tmp" / name
     new = maildir / "new" / name

@@ -43,7 +43,6 @@ from quailmail.config.users import domain_dir
 from quailmail.core.clock import Clock, SystemClock
 from quailmail.core.dns import Resolver
 from quailmail.core.outcome import Outcome
-from quailmail.deliver import junk
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
 from quailmail.deliver.dotqmail import find_dotqmail
 from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
@@ -379,8 +378,9 @@ class Scheduler:
                     rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)"
                 )
         lf = data.replace(b"\r\n", b"\n")
-        # The server's setting; the domain's and the user's files override it.
-        enabled = junk.junk_enabled(control_dir=self.root / "control", domain_dir=None, home=None)
+        # The server's setting (control/junkfolder, on unless 0/no/off); the
+        # domain's and the user's files override it (junk.junk_enabled).
+        enabled = (self.control.value("junkfolder") or "1") not in ("0", "no", "off")
         result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
         outcome = result.outcome
         if outcome.is_ok and result.forwards:
