@@ -21,6 +21,7 @@ from typing import Any
 
 from quailmail.cli.common import CliError, add_root_option
 from quailmail.config import users
+from quailmail.config.control import control_for
 
 
 def register(sub: Any) -> None:
@@ -76,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "add":
             users.split_address(args.address)  # refuse a bad address before prompting
             entry = users.add_user(root, args.address, _read_password(args), gecos=args.gecos)
-            print(f"{entry.name}@{users.split_address(args.address)[1]}\t{entry.dir}")
+            domain = users.split_address(args.address)[1]
+            print(f"{entry.name}@{domain}\t{entry.dir}")
+            if control_for(root).is_local(domain):
+                # qmail-send looks at locals before virtualdomains.
+                print(f"quail user: warning: {domain} is in control/locals, which wins over "
+                      f"virtualdomains: remove it there for {entry.name}@{domain} to get mail",
+                      file=sys.stderr)  # fmt: skip
         elif args.action == "passwd":
             if not users.user_exists(root, args.address):
                 users.split_address(args.address)
