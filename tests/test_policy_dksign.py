@@ -4,6 +4,7 @@ signed (checked with `quail verify` and dkimpy), the `%` rules, error 32."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from quailmail.auth.keys import generate, private_key_pem, record_value
 from quailmail.dns.zoneserver import ZoneServer
 
+from peers._base import write_keytable
 from peers.dkimpy_peer import dkimpy_verify
 from policysmtp import (
     Outcome,
@@ -109,9 +111,28 @@ def test_relay_clients_mail_is_queued_signed(setup: Setup) -> None:
         verdict = verify(server, setup.dns, data)
         assert verdict["dkim"]["code"] == "A" and verdict["dkim"]["result"] == "pass", verdict
         assert verdict["domainkeys"]["code"] == "A", verdict
-        # an independent verifier agrees
-        peer = dkimpy_verify(data, {"private._domainkey.signer.test": setup.record})
+        # independent verifiers agree: dkimpy on the DKIM signature, Mail::DKIM
+        # on the DomainKeys one (alone: its verdict would otherwise be DKIM's)
+        table = {"private._domainkey.signer.test": setup.record}
+        peer = dkimpy_verify(data, table)
         assert peer.words == ["pass"], peer
+        assert mail_dkim_dk(data, table, server.root.parent) == "pass", subject
+
+
+def mail_dkim_dk(data: bytes, table: dict[str, str], where: Path) -> str:
+    """Mail::DKIM's (Debian libmail-dkim-perl) verdict on the DomainKey-Signature."""
+    keys = write_keytable(table, where / "keys.dns")
+    dkim_field, rest = data.split(b"\r\nDomainKey-Signature:", 1)
+    assert dkim_field.startswith(b"DKIM-Signature:")
+    script = Path(__file__).parent / "peers" / "dk_verify.pl"
+    done = subprocess.run(
+        ["perl", str(script), str(keys)],
+        input=b"DomainKey-Signature:" + rest,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.decode().splitlines()[0]
 
 
 def test_percent_without_a_key_file_accepts_unsigned(setup: Setup) -> None:

@@ -70,6 +70,8 @@ async def at_data(client: Client, message: Message) -> Reply | None:
     template = dksign_template(client)
     if template is None:
         return None
+    if template == DEFAULT_DKSIGN and not (client.root / "control" / "domainkeys").is_dir():
+        return None  # the usual case: no keys where qmail-dk looks, nothing to read
     data = b"".join([*message.add_headers, *message.chunks])
     parsed = parse_message(data, crlf=True)
     domain = sender_domain(parsed.headers)

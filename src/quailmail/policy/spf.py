@@ -17,7 +17,9 @@ Values above 6 count as 6; text that is not a number as 0 (qmail's
 `scan_ulong`).  The check runs after MAIL FROM; a temporary error is
 answered there, but a refusal is remembered and given to every RCPT TO
 (`550 5.7.1 <explanation>`), where qmail-spf gives it (`flagbarfspf`).
-Clients with `RELAYCLIENT` and authenticated ones are not checked.
+Clients with `RELAYCLIENT` and authenticated ones are not checked.  (Our
+RCPT checks run after the recipient checks, so a recipient we would not
+take anyway is refused for that, where qmail-spf names SPF first.)
 
 `control/spfexp` is the default explanation of a fail (an RFC 7208 §6.2
 explain-string; the record's own exp= comes first), `control/spfrules`
