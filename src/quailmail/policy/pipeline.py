@@ -14,6 +14,7 @@ import logging
 
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
+from quailmail.policy import dksign_accept, dkverify, forged_authres, spf
 from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
 
 log = logging.getLogger("quailmail.policy")
@@ -21,13 +22,20 @@ log = logging.getLogger("quailmail.policy")
 # connect: dnsbl (rblsmtpd), then greylist (jgreylist)
 CONNECT: tuple[ConnectCheck, ...] = ()
 # MAIL: badmailfrom, then spf (spfbehavior)
-MAIL: tuple[MailCheck, ...] = ()
-# RCPT: badrcptto
-RCPT: tuple[RcptCheck, ...] = ()
+MAIL: tuple[MailCheck, ...] = (spf.at_mail,)
+# RCPT: badrcptto, then spf (the refusal decided at MAIL FROM, as qmail-spf)
+RCPT: tuple[RcptCheck, ...] = (spf.at_rcpt,)
 # DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
-# dkverify (DKVERIFY), dmarc (dmarcbehavior), spamassassin (spamd),
-# qmail-dk signing (DKSIGN); QMAILQUEUE then replaces the queue itself.
-DATA: tuple[DataCheck, ...] = ()
+# dkverify (DKVERIFY), dmarc (dmarcbehavior), forged Authentication-Results
+# removed (after the verifiers, which see the message as signed),
+# spamassassin (spamd), qmail-dk signing (DKSIGN, last: it signs the message
+# as queued); QMAILQUEUE then replaces the queue itself.
+DATA: tuple[DataCheck, ...] = (
+    spf.at_data,
+    dkverify.at_data,
+    forged_authres.at_data,
+    dksign_accept.at_data,
+)
 
 
 async def at_connect(client: Client) -> Reply | None:

@@ -3,7 +3,8 @@
 - `check_mailfrom`, `check_helo`, `check_host`: RFC 7208 §4, handed a
   `Resolver`; the verdict (`SpfVerdict`) carries the result word
   (`SpfResult`), the explanation, the mechanism that matched and the
-  lookups counted.
+  lookups counted.  `check_mailfrom(..., local=LocalPolicy.parse(rules,
+  guess))` adds a receiver's own rules and best guess (qmail-spf).
 - `parse_record`: one record's syntax, with the reason of an error.
 - `pra`, `check_senderid`: Sender ID's purported responsible address and
   its check against `spf2.0/pra` records.
@@ -17,7 +18,7 @@ from quailmail.auth.spf.check import (
     client_address,
     split_sender,
 )
-from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS
+from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS, LocalPolicy
 from quailmail.auth.spf.macro import MacroError, MacroString, expand, parse_macro_string
 from quailmail.auth.spf.record import Mechanism, Modifier, SpfRecord, SpfSyntaxError, parse_record
 from quailmail.auth.spf.result import HELO, MAILFROM, PRA, SpfResult, SpfVerdict
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_DNS_TERMS",
     "MAX_VOID_LOOKUPS",
     "PRA",
+    "LocalPolicy",
     "MacroError",
     "MacroString",
     "Mechanism",

@@ -14,6 +14,7 @@ from quailmail.auth.spf.evaluate import (
     MAX_VOID_LOOKUPS,
     Abort,
     Evaluation,
+    LocalPolicy,
     Outcome,
     evaluate,
     explain,
@@ -106,20 +107,25 @@ async def check_mailfrom(
     default_explanation: str = DEFAULT_EXPLANATION,
     clock: Clock | None = None,
     time_limit: float | None = TIME_LIMIT,
+    local: LocalPolicy | None = None,
 ) -> SpfVerdict:
     """The MAIL FROM identity (§2.4); a null reverse-path ("") is checked
-    as postmaster@<helo>."""
+    as postmaster@<helo>.  `local` adds a receiver's own rules and best
+    guess (qmail-spf's spfrules / spfguess; see LocalPolicy)."""
     sender = mail_from or f"postmaster@{helo}"
-    return await check_host(
+    return await run_check(
         ip,
         split_sender(sender)[1],
         sender,
         resolver,
         helo=helo,
         receiver=receiver,
+        identity=MAILFROM,
+        scope=MAILFROM,
         default_explanation=default_explanation,
         clock=clock,
         time_limit=time_limit,
+        local=local,
     )
 
 
@@ -163,6 +169,7 @@ async def run_check(
     time_limit: float | None,
     max_dns_terms: int = MAX_DNS_TERMS,
     max_void_lookups: int = MAX_VOID_LOOKUPS,
+    local: LocalPolicy | None = None,
 ) -> SpfVerdict:
     address = client_address(ip)
     # ipaddress takes IPv4 only in its canonical form, so the text is the
@@ -185,10 +192,13 @@ async def run_check(
         time_limit=time_limit,
     )
     check.max_terms, check.max_voids = max_dns_terms, max_void_lookups
+    top = bool(local)
+    if top:
+        check.policy = local
     explanation = ""
     mechanism = None
     try:
-        outcome = await evaluate(check, domain)
+        outcome = await evaluate(check, domain, rules=top, guess=top)
         result = outcome.result
         mechanism = outcome.mechanism.text if outcome.mechanism else None
         reason = _reason(result, outcome, domain)
@@ -219,4 +229,6 @@ def _reason(result: SpfResult, outcome: Outcome, domain: str) -> str:
         return f"no SPF record for {domain}"
     if outcome.mechanism is None:
         return "no mechanism matched"
+    if outcome.source is not None:  # a receiver's own rule, not the domain's
+        return f"matched {outcome.mechanism.text} ({outcome.source})"
     return f"matched {outcome.mechanism.text}"

@@ -118,6 +118,7 @@ class Evaluation:
     ptr_names: list[str] | None = None  # first 10 PTR names, or [] on error
     ptr_status: DnsStatus = DnsStatus.ANSWER
     validated: dict[str, bool] | None = None  # PTR name -> resolves back (§5.5)
+    policy: LocalPolicy | None = None  # qmail-spf's spfrules / spfguess (receiver only)
 
     @classmethod
     def start(
@@ -265,6 +266,101 @@ class Outcome:
     mechanism: Mechanism | None
     record: SpfRecord | None  # whose exp= explains a fail (§6.2)
     domain: str
+    source: str | None = None  # "spfrules" / "spfguess": a local mechanism decided
+
+
+# -- qmail-spf's local policy ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPolicy:
+    """What a receiver adds to the sender's policy, as qmail-spf does.
+
+    - `rules` (`control/spfrules`): mechanisms tried before the final
+      failing `all` of the sender domain's record -- before the run of
+      mechanisms that share that `all`'s qualifier (-, ~ or ?), never at
+      the very start (a record that is only `-all` says the domain sends
+      no mail, and stays so), never inside an include.  A redirect= target
+      is the sender's record too.  Typical: `include:spf.trusted-forwarder.org`.
+    - `guess` (`control/spfguess`): a policy tried for a sender domain that
+      publishes none, followed by the rules.  A DNS error inside the guess
+      is taken as no policy (result none); nothing matching is none too.
+
+    A local mechanism that matches decides with its own qualifier; its fail
+    is explained by the receiver's default explanation (no record's exp=).
+    Its DNS terms count against the limits of §4.6.4 like the record's.
+    This is outside RFC 7208, which knows only the published record: a
+    receiver's choice, kept apart from `check_host` proper by being None
+    unless asked for.
+    """
+
+    rules: tuple[Mechanism, ...] = ()
+    guess: tuple[Mechanism, ...] = ()
+
+    @classmethod
+    def parse(cls, rules: str = "", guess: str = "") -> LocalPolicy:
+        """From the control files' text: mechanisms separated by spaces, an
+        optional leading `v=spf1`.  Modifiers are not allowed.  Raises
+        SpfSyntaxError with the reason."""
+        return cls(_local_terms(rules, "spfrules"), _local_terms(guess, "spfguess"))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules or self.guess)
+
+
+def _local_terms(text: str, name: str) -> tuple[Mechanism, ...]:
+    text = " ".join(text.split())
+    if not text:
+        return ()
+    if text.lower().split(" ", 1)[0] != "v=spf1":
+        text = "v=spf1 " + text
+    try:
+        record = parse_record(text)
+    except SpfSyntaxError as error:
+        raise SpfSyntaxError(f"{name}: {error}") from None
+    if record.redirect is not None or record.exp is not None or record.modifiers:
+        raise SpfSyntaxError(f"{name}: modifiers are not allowed here")
+    return record.mechanisms
+
+
+def rules_position(mechanisms: tuple[Mechanism, ...]) -> int:
+    """Where qmail-spf puts its local rules in a record: before the run of
+    mechanisms ending in the first `all` whose qualifier is -, ~ or ?, all
+    sharing that qualifier; -1 when there is no such `all`, or the run
+    starts the record."""
+    for index, mechanism in enumerate(mechanisms):
+        if mechanism.kind != "all":
+            continue
+        qualifier = mechanism.qualifier
+        if qualifier is SpfResult.PASS:
+            return -1
+        start = index
+        while start > 0 and mechanisms[start - 1].qualifier is qualifier:
+            start -= 1
+        return start if start > 0 else -1
+    return -1
+
+
+async def _first_local(
+    check: Evaluation, mechanisms: tuple[Mechanism, ...], domain: str, source: str
+) -> Outcome | None:
+    for mechanism in mechanisms:
+        if await _matches(check, mechanism, domain):
+            return Outcome(mechanism.qualifier, mechanism, None, domain, source)
+    return None
+
+
+async def _guessed(check: Evaluation, local: LocalPolicy, domain: str) -> Outcome:
+    """No record at the sender's domain: the guess, then the rules."""
+    try:
+        found = await _first_local(check, local.guess, domain, "spfguess")
+    except Abort as abort:
+        if abort.result is not SpfResult.TEMPERROR:
+            raise
+        return Outcome(SpfResult.NONE, None, None, domain)  # qmail-spf: a DNS error is none
+    if found is None:
+        found = await _first_local(check, local.rules, domain, "spfrules")
+    return found or Outcome(SpfResult.NONE, None, None, domain)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -281,25 +377,38 @@ def well_formed(domain: str) -> bool:
     return all(0 < len(label) <= 63 for label in labels)
 
 
-async def evaluate(check: Evaluation, domain: str) -> Outcome:
-    """§4: the record of `domain`, evaluated; errors raise Abort."""
+async def evaluate(
+    check: Evaluation, domain: str, *, rules: bool = False, guess: bool = False
+) -> Outcome:
+    """§4: the record of `domain`, evaluated; errors raise Abort.  `rules`
+    and `guess` say whether the check's LocalPolicy applies here (the
+    sender's own record and its redirect= targets, never an include)."""
     if not well_formed(domain):
         return Outcome(SpfResult.NONE, None, None, domain)
     answer = await check.resolver.txt(domain)
     if answer.status is not DnsStatus.ANSWER:
         if answer.status is DnsStatus.TEMPFAIL:  # §4.4
             raise Abort(SpfResult.TEMPERROR, f"TXT lookup of {domain}: {answer.reason}")
-        return Outcome(SpfResult.NONE, None, None, domain)
-    record = _record_for(check.scope, answer.records)
+        record = None
+    else:
+        record = _record_for(check.scope, answer.records)
+    local = check.policy
     if record is None:
+        if guess and local:
+            return await _guessed(check, local, domain)
         return Outcome(SpfResult.NONE, None, None, domain)
-    for mechanism in record.mechanisms:  # §4.6.2: left to right, first match wins
+    at = rules_position(record.mechanisms) if rules and local and local.rules else -1
+    for index, mechanism in enumerate(record.mechanisms):  # §4.6.2: first match wins
+        if index == at and local is not None:
+            found = await _first_local(check, local.rules, domain, "spfrules")
+            if found is not None:
+                return found
         if await _matches(check, mechanism, domain):
             return Outcome(mechanism.qualifier, mechanism, record, domain)
     if record.redirect is not None and not record.has_all:  # §6.1
         check.count_term("redirect=")
         target = await check.expand_domain(record.redirect, domain)
-        outcome = await evaluate(check, target)
+        outcome = await evaluate(check, target, rules=rules)
         if outcome.result is SpfResult.NONE:
             raise Abort(SpfResult.PERMERROR, f"redirect={target}: no SPF record")
         return outcome  # with the target's exp=, not ours (§6.2)
