@@ -14,8 +14,11 @@ STAMP := $(VENV)/.installed
 # (with its smtp-source and smtp-sink); it is preseeded as "No configuration" so the install asks
 # nothing, writes no /etc/postfix/main.cf and starts no system instance on
 # port 25: tests and benchmarks run private instances on free loopback ports.
+# ucspi-tcp-ipv6's rblsmtpd is the DNS blocklist peer; redis-server holds the
+# shared greylist of tests/test_policy_greylist.py (one per test, loopback,
+# nothing saved; the package's system service is not used).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix redis-server
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 

@@ -15,13 +15,14 @@ from quailmail.core.files import write_atomic
 from quailmail.net.listeners import default_listeners
 from quailmail.net.tls import self_signed
 
-# Loopback may relay (qmail's classic tcp.smtp); everyone else may send to
-# our domains only.  Submission relays only after AUTH.
+# Loopback may relay (qmail's classic tcp.smtp) and is not looked up in DNS
+# blocklists (the seeds' RBLSMTPD=""); everyone else may send to our domains
+# only.  Submission relays only after AUTH.
 TCP_SMTP = """\
 # ADDRESS:allow|deny[,VAR="value"]...
 # compile: quail tcprules tcp.smtp.cdb tcp.smtp.tmp < tcp.smtp
-127.:allow,RELAYCLIENT=""
-::1:allow,RELAYCLIENT=""
+127.:allow,RELAYCLIENT="",RBLSMTPD=""
+::1:allow,RELAYCLIENT="",RBLSMTPD=""
 :allow
 """
 TCP_SUBMISSION = """\

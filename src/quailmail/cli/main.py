@@ -11,6 +11,7 @@ from quailmail import __version__
 from quailmail.cli import (
     checkdns,
     dknewkey,
+    greylist,
     init,
     inject,
     queue,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         tcprules,
         user,
         queue,
+        greylist,
     ):
         module.register(sub)
     return parser

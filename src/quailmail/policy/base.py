@@ -63,6 +63,15 @@ class Message:
         return b"".join(self.chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class UntilAuth(Reply):
+    """A connection check's refusal that holds until the client
+    authenticates: AUTH (and STARTTLS, to reach it) stay open, and a
+    successful AUTH lifts it.  Greylisting's, since an authenticated client
+    is never greylisted and jgreylist, deciding before the first command,
+    could not know who would log in."""
+
+
 ConnectCheck = Callable[[Client], Awaitable[Reply | None]]
 MailCheck = Callable[[Client, str], Awaitable[Reply | None]]
 RcptCheck = Callable[[Client, str, str], Awaitable[Reply | None]]

@@ -14,13 +14,16 @@ import logging
 
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
-from quailmail.policy import dksign_accept, dkverify, forged_authres, spf
+from quailmail.policy import dksign_accept, dkverify, dnsbl, forged_authres, greylist, spf
 from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
 
 log = logging.getLogger("quailmail.policy")
 
 # connect: dnsbl (rblsmtpd), then greylist (jgreylist)
-CONNECT: tuple[ConnectCheck, ...] = ()
+CONNECT: tuple[ConnectCheck, ...] = (
+    dnsbl.check,
+    greylist.check,
+)
 # MAIL: badmailfrom, then spf (spfbehavior)
 MAIL: tuple[MailCheck, ...] = (spf.at_mail,)
 # RCPT: badrcptto, then spf (the refusal decided at MAIL FROM, as qmail-spf)

@@ -32,7 +32,7 @@ from quailmail.net import proxy
 from quailmail.net.addresses import in_networks, plain
 from quailmail.net.listeners import Listener
 from quailmail.policy import pipeline
-from quailmail.policy.base import Client, Message
+from quailmail.policy.base import Client, Message, UntilAuth
 from quailmail.queue import QueueError
 from quailmail.server.names import verified_name
 from quailmail.server.state import ServerState
@@ -58,6 +58,10 @@ from quailmail.smtp import (
 log = logging.getLogger("quailmail.smtpd")
 
 _PROXY_TIMEOUT = 10.0  # seconds for a trusted proxy to send its header
+# What a connection check's refusal answers; a greylisting one (UntilAuth)
+# lets the client log in (and start TLS to do so), and AUTH lifts it.
+_REFUSED = (MailFrom, RcptTo, DataReady, AuthRequest, StartTls)
+_GREY_REFUSED = (MailFrom, RcptTo, DataReady)
 
 
 class SmtpConnection(asyncio.Protocol):
@@ -74,7 +78,8 @@ class SmtpConnection(asyncio.Protocol):
         self.awaiting_proxy = False
         self.naming = False  # looking up the client's name for =host rules
         self.eof_pending = False
-        self.greeting_held = False  # GREETDELAY running
+        self.greeting_held = False  # GREETDELAY or the connection checks running
+        self.greet_delay = 0.0  # GREETDELAY: talking before the greeting is then refused
         self.busy = False  # a queue write or password check under way
         self.closed = False
         self.counted = False
@@ -231,7 +236,7 @@ class SmtpConnection(asyncio.Protocol):
             listener=self.listener.name,
             tls=self.tls_active,
         )
-        delay = _seconds(env.get("GREETDELAY"))
+        delay = self.greet_delay = _seconds(env.get("GREETDELAY"))
         if pipeline.CONNECT:
             # The connection checks decide before the greeting; input waits.
             self.greeting_held = True
@@ -283,6 +288,11 @@ class SmtpConnection(asyncio.Protocol):
                 self._take_proxy_header()
             return
         if self.greeting_held:
+            if self.greet_delay <= 0:
+                # The connection checks are deciding: the input waits in the
+                # session until the greeting, as rblsmtpd's lookups make it wait.
+                self.session.receive(data)
+                return
             # Spoke before the greeting: an early talker (GREETDELAY).
             self.greeting_held = False
             self.session.early_talker()
@@ -302,6 +312,8 @@ class SmtpConnection(asyncio.Protocol):
             self.session.receive(b"")
             if not self.busy:
                 self._pump()
+        elif self.greet_delay <= 0:
+            self.session.receive(b"")  # read after the greeting, as the input
         return True
 
     # -- the event loop of the session -----------------------------------------------
@@ -341,7 +353,7 @@ class SmtpConnection(asyncio.Protocol):
         """The reply now, or None when a task will give it."""
         state = self.state
         if self.refusal is not None and isinstance(
-            event, (MailFrom, RcptTo, DataReady, AuthRequest, StartTls)
+            event, _GREY_REFUSED if isinstance(self.refusal, UntilAuth) else _REFUSED
         ):
             # rblsmtpd's way: the reason, to every command until QUIT.
             return self.refusal
@@ -508,6 +520,8 @@ class SmtpConnection(asyncio.Protocol):
         )
         if not result:
             log.info("%s: AUTH %s failed for %r", self.remote_ip, event.mechanism, event.username)
+        elif isinstance(self.refusal, UntilAuth):
+            self.refusal = None  # an authenticated client is never greylisted
         return result.reply
 
     async def _start_tls(self) -> None:

@@ -1,0 +1,166 @@
+"""Greylisting at connection time: John Simpson's jgreylist (v8, C), with
+the seeds' IPv6 patch.
+
+jgreylist decides from the client's address alone, before the first
+command, with the knobs it reads from the environment (tcprules):
+
+- `JGREYLIST`: unset → check; empty → allow without a check; text →
+  deny with it (`553 DENIED text`, the first `%` replaced by the client's
+  address).
+- `JGREYLIST_NOREV`: text → deny clients without reverse DNS with it.
+- `JGREYLIST_DIR`: the directory of the file store (see `files`);
+  `JGREYLIST_REDIS` (ours): a Redis URL, one store for several nodes.
+- `JGREYLIST_BY_IP`: non-zero → one entry per address, else per IPv4 /24
+  and IPv6 /64.
+- `JGREYLIST_HOLDTIME`: seconds from the first sighting until the client
+  may send (default 120; 0: at the second connection).
+- `JGREYLIST_LOG`: non-zero (the default) → log each disposition in
+  jgreylist's words (`GREY first time`, `GREY too soon`, `OK known`, …).
+
+Numbers are read as jgreylist's `getenv_int` reads them (C `atoi`: leading
+digits, anything else 0; unset or empty: the default).
+
+Where jgreylist's fake conversation answered `450 GREYLIST …`, the client
+gets that reply to MAIL, RCPT, DATA until it quits (the framework's
+rblsmtpd mode).  Ours beyond jgreylist: `RELAYCLIENT` clients are never
+greylisted (nor denied by `JGREYLIST_NOREV`), and greylisting refusals
+(`UntilAuth`) leave AUTH and STARTTLS open and a successful AUTH lifts them:
+an authenticated client is never greylisted.  `JGREYLIST` text is the
+admin's explicit deny and stays.  A store that cannot answer (directory
+missing, Redis down) refuses with 451, as jgreylist, which died, made the
+client retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+
+from quailmail.core.dns import DnsStatus
+from quailmail.core.reply import Reply
+from quailmail.policy.base import Client, UntilAuth
+from quailmail.policy.dnsbl import sanitize
+from quailmail.policy.greylist.files import FileStore
+from quailmail.policy.greylist.store import Store, StoreError, Visit, client_key
+
+log = logging.getLogger("quailmail.policy.greylist")
+
+DEFAULT_HOLDTIME = 120
+GREY1 = "Try again later."  # jgreylist's words, first sighting
+GREY2 = "I said to try later."  # … and within the hold time
+
+
+class Verdict(enum.Enum):
+    FIRST = "GREY first time"
+    TOO_SOON = "GREY too soon"
+    KNOWN = "OK known"
+
+
+def decide(visit: Visit, holdtime: float) -> Verdict:
+    """jgreylist: `mtime + HOLDTIME > now` is too soon."""
+    if visit.first_seen is None:
+        return Verdict.FIRST
+    if visit.first_seen + holdtime > visit.now:
+        return Verdict.TOO_SOON
+    return Verdict.KNOWN
+
+
+def getenv_int(env: dict[str, str], name: str, default: int) -> int:
+    """jgreylist's `getenv_int`: unset or empty → default, else C atoi."""
+    value = env.get(name)
+    if not value:
+        return default
+    text = value.lstrip(" \t\n\v\f\r")
+    sign = -1 if text[:1] == "-" else 1
+    if text[:1] in "+-":
+        text = text[1:]
+    digits = ""
+    for ch in text:
+        if not ch.isascii() or not ch.isdigit():
+            break
+        digits += ch
+    return sign * int(digits) if digits else 0
+
+
+def store_from(client: Client) -> Store | None:
+    """The store the rules (then the control files) name, or None: off.
+
+    The rules' variables win over the control files; Redis over a
+    directory at the same level."""
+    env = client.env
+    control = client.control
+    url = env.get("JGREYLIST_REDIS")
+    directory = env.get("JGREYLIST_DIR")
+    if not url and not directory:
+        url = control.value("greylistredis")
+        directory = control.value("greylistdir")
+    if url:
+        from quailmail.policy.greylist.redisstore import store_for  # noqa: PLC0415
+
+        return store_for(url)
+    if directory:
+        return FileStore(client.root / Path(directory))
+    return None
+
+
+def _deny(text: str, ip: str) -> str:
+    """jgreylist's message: the first `%` becomes the client's address."""
+    return sanitize(text.replace("%", ip, 1))
+
+
+async def check(client: Client) -> Reply | None:
+    """The CONNECT check (after the DNS blocklists)."""
+    if client.relayclient:
+        return None  # never greylisted (RELAYCLIENT: a trusted network)
+    env = client.env
+    ip = client.ip
+    logging_on = getenv_int(env, "JGREYLIST_LOG", 1) != 0
+
+    def note(words: str) -> None:
+        if logging_on:
+            log.info("jgreylist: %s: %s", ip, words)
+
+    explicit = env.get("JGREYLIST")
+    if explicit is not None:
+        if explicit:
+            note("DENY blacklisted")
+            return Reply(553, "5.7.1", "DENIED " + _deny(explicit, ip))
+        note("OK whitelisted")
+        return None
+    norev = env.get("JGREYLIST_NOREV")
+    if norev:
+        named = await _has_reverse(client)
+        if named is None:
+            note("DEFER reverse DNS lookup failed")
+            return UntilAuth(451, "4.4.3", "temporary DNS failure, try again later")
+        if not named:
+            note("DENY no reverse DNS")
+            return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip))
+    key = client_key(ip, by_ip=getenv_int(env, "JGREYLIST_BY_IP", 0) != 0)
+    try:
+        store = store_from(client)
+        if store is None:
+            return None
+        visit = await store.visit(key)
+    except StoreError as exc:
+        log.error("jgreylist: %s: store failed: %s", ip, exc)
+        return UntilAuth(451, "4.3.0", "greylisting unavailable, try again later")
+    verdict = decide(visit, getenv_int(env, "JGREYLIST_HOLDTIME", DEFAULT_HOLDTIME))
+    note(verdict.value)
+    if verdict is Verdict.FIRST:
+        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1)
+    if verdict is Verdict.TOO_SOON:
+        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY2)
+    return None
+
+
+async def _has_reverse(client: Client) -> bool | None:
+    """tcpserver's TCPREMOTEHOST is set (any PTR name: tcpserver without
+    -p does not confirm it); None when the lookup failed temporarily."""
+    if client.host or client.env.get("TCPREMOTEHOST"):
+        return True
+    answer = await client.resolver.ptr(client.ip)
+    if answer.status is DnsStatus.TEMPFAIL:
+        return None
+    return answer.ok and bool(answer.records)

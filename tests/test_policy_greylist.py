@@ -1,0 +1,409 @@
+"""Greylisting at connection time (jgreylist with the seeds' IPv6 patch):
+keys and the file layout, jgreylist's knobs over real SMTP (IPv4 from
+chosen loopback addresses, IPv6 on ::1 and behind the PROXY protocol), AUTH
+lifting a greylisting, `quail greylist clean`, and a Redis store shared by
+two nodes (a real redis-server on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from quailmail.dns.zoneserver import ZoneServer
+from quailmail.policy import greylist
+from quailmail.policy.greylist import Verdict, decide, getenv_int
+from quailmail.policy.greylist.files import FileStore
+from quailmail.policy.greylist.store import Visit, client_key
+
+from policyfixtures import SESSION, finals, talk, write_rules
+from serverfixtures import QUAIL, Running, free_port
+
+GREY1 = "450 4.7.1 GREYLIST Try again later."
+GREY2 = "450 4.7.1 GREYLIST I said to try later."
+
+
+# -- keys, decisions, numbers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "by_ip", "key"),
+    [
+        ("127.0.0.1", False, "127/000/000"),
+        ("127.0.0.1", True, "127/000/000/001"),
+        ("192.0.2.99", False, "192/000/002"),
+        ("::ffff:192.0.2.99", True, "192/000/002/099"),
+        ("2001:470:1f0f:350::1", False, "ip6/20/01/04/70/1f/0f/03/50"),  # the seeds' example
+        ("2001:470:1f0f:350::1", True, "ip6/20/01/04/70/1f/0f/03/50/00/00/00/00/00/00/00/01"),
+        ("::1", False, "ip6/00/00/00/00/00/00/00/00"),
+    ],
+)
+def test_keys_are_jgreylists_paths(ip: str, by_ip: bool, key: str) -> None:
+    assert "/".join(client_key(ip, by_ip=by_ip)) == key
+
+
+def test_hold_time_as_jgreylist_counts_it() -> None:
+    assert decide(Visit(None, 1000.0), 120) is Verdict.FIRST
+    assert decide(Visit(1000.0, 1119.0), 120) is Verdict.TOO_SOON
+    assert decide(Visit(1000.0, 1120.0), 120) is Verdict.KNOWN  # mtime + hold > now: too soon
+    assert decide(Visit(1000.0, 1000.0), 0) is Verdict.KNOWN  # 0: the second connection passes
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [(None, 120), ("", 120), ("5", 5), (" 7s", 7), ("x", 0), ("-3", -3), ("+4", 4)],
+)
+def test_numbers_are_read_with_atoi(value: str | None, number: int) -> None:
+    env = {} if value is None else {"JGREYLIST_HOLDTIME": value}
+    assert getenv_int(env, "JGREYLIST_HOLDTIME", 120) == number
+
+
+def test_file_store_keeps_first_seen_in_mtime_and_last_seen_in_atime(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = FileStore(tmp_path, clock=lambda: now[0])
+    key = client_key("192.0.2.1", by_ip=False)
+    assert asyncio.run(store.visit(key)) == Visit(None, 1_000_000.0)
+    path = tmp_path / "192" / "000" / "002"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "192").stat().st_mode & 0o777 == 0o700
+    os.utime(path, (1_000_000, 1_000_000))
+    now[0] = 1_000_050.0
+    assert asyncio.run(store.visit(key)) == Visit(1_000_000.0, 1_000_050.0)
+    st = path.stat()
+    assert (st.st_mtime, st.st_atime) == (1_000_000.0, 1_000_050.0)
+    # JGREYLIST_BY_IP switched on: the /24 file gives way to a directory.
+    assert asyncio.run(store.visit(client_key("192.0.2.1", by_ip=True))).first_seen is None
+    assert (path / "001").is_file()
+
+
+# -- end to end ---------------------------------------------------------------------
+
+
+def _serve(
+    server_factory: Callable[..., Running],
+    dns: ZoneServer,
+    rules: str,
+    *,
+    control: dict[str, str] | None = None,
+    name: str = "root",
+) -> Running:
+    def setup(root: Path) -> None:
+        files = {
+            "dnsservers": dns.spec,
+            "proxyfrom": "127.0.0.1",
+            "authloopback": "1",
+            **(control or {}),
+        }
+        for file, text in files.items():
+            (root / "control" / file).write_text(text + "\n")
+        write_rules(root, rules)
+
+    return server_factory(setup, name)
+
+
+def _codes(transcript: list[str]) -> list[str]:
+    return [line[:3] for line in transcript]
+
+
+def _backdate(path: Path, seconds: float) -> None:
+    """Move the first sighting back (what waiting the hold time does)."""
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime - seconds))
+
+
+def test_greylisted_then_accepted_over_ipv4(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    server = _serve(server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n')
+    proxied = "192.0.2.7"
+    first = finals(talk(server.smtp, proxied=proxied))
+    assert first[0].startswith("220 ") and first[2] == GREY1  # the reply to MAIL
+    assert first[-1].startswith("221 ")  # told, not dropped
+    entry = grey / "192" / "000" / "002"
+    assert entry.is_file()
+    assert finals(talk(server.smtp, proxied=proxied))[2] == GREY2  # within JGREYLIST_HOLDTIME
+    first_seen = entry.stat().st_mtime
+    _backdate(entry, 121)  # the default hold time is 120 s
+    accepted = finals(talk(server.smtp, proxied="192.0.2.200"))  # same /24
+    assert _codes(accepted) == ["220", "250", "250", "250", "221"]
+    st = entry.stat()
+    assert st.st_mtime == first_seen - 121  # first sighting kept
+    assert st.st_atime >= time.time() - 60  # last sighting now
+    log = server.log_path.read_text()
+    assert "jgreylist: 192.0.2.7: GREY first time" in log
+    assert "jgreylist: 192.0.2.7: GREY too soon" in log
+    assert "jgreylist: 192.0.2.200: OK known" in log
+
+
+def test_ipv6_clients_by_64_and_by_address(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    rules = (
+        '2001:db8::7:allow,JGREYLIST_BY_IP="1"\n'
+        '192.0.2.8:allow,JGREYLIST_BY_IP="1"\n'
+        ':allow,JGREYLIST_HOLDTIME="0"\n'
+    )
+    server = _serve(server_factory, dns_server, rules, control={"greylistdir": str(grey)})
+    # ::1 connects directly; the seeds' address through the PROXY protocol.
+    assert finals(talk(server.smtp, host="::1"))[2] == GREY1
+    assert (grey / "ip6/00/00/00/00/00/00/00/00").is_file()
+    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::1"))[2] == GREY1
+    assert (grey / "ip6/20/01/04/70/1f/0f/03/50").is_file()
+    # JGREYLIST_HOLDTIME="0": the second connection passes.
+    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::99"))[2].startswith("250 ")
+    # JGREYLIST_BY_IP: one entry per address.
+    assert finals(talk(server.smtp, proxied="2001:db8::7"))[2] == GREY1
+    assert (grey / "ip6/20/01/0d/b8/00/00/00/00/00/00/00/00/00/00/00/07").is_file()
+    assert finals(talk(server.smtp, proxied="192.0.2.8"))[2] == GREY1
+    assert (grey / "192/000/002/008").is_file()
+
+
+def test_jgreylist_norev_relayclient_and_logging(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    dns_server.zone.add_ptr("127.0.0.5", "named.example")
+    each = f'JGREYLIST_DIR="{grey}",JGREYLIST_BY_IP="1"'
+    rules = (
+        f'127.0.0.2:allow,JGREYLIST="",{each}\n'
+        f'127.0.0.3:allow,JGREYLIST="go away %, not welcome",{each}\n'
+        f'127.0.0.4:allow,JGREYLIST_NOREV="no reverse DNS for %",{each}\n'
+        f'127.0.0.5:allow,JGREYLIST_NOREV="no reverse DNS for %",{each}\n'
+        f'127.0.0.6:allow,RELAYCLIENT="",{each}\n'
+        f'127.0.0.7:allow,JGREYLIST_LOG="0",{each}\n'
+        ":allow\n"
+    )
+    server = _serve(server_factory, dns_server, rules)
+    assert _codes(finals(talk(server.smtp, source="127.0.0.2"))) == [
+        "220", "250", "250", "250", "221",
+    ]  # fmt: skip
+    assert finals(talk(server.smtp, source="127.0.0.3"))[2] == (
+        "553 5.7.1 DENIED go away 127.0.0.3, not welcome"
+    )
+    assert finals(talk(server.smtp, source="127.0.0.4"))[2] == (
+        "553 5.7.1 DENIED no reverse DNS for 127.0.0.4"
+    )
+    assert finals(talk(server.smtp, source="127.0.0.5"))[2] == GREY1  # has a name: greylisted
+    relay = finals(talk(server.smtp, source="127.0.0.6"))
+    assert relay[2].startswith("250 ")
+    assert finals(talk(server.smtp, source="127.0.0.7"))[2] == GREY1
+    made = sorted(p.name for p in (grey / "127" / "000" / "000").iterdir())
+    assert made == ["005", "007"]  # never an entry for allowed, denied or relay clients
+    log = server.log_path.read_text()
+    assert "jgreylist: 127.0.0.2: OK whitelisted" in log
+    assert "jgreylist: 127.0.0.3: DENY blacklisted" in log
+    assert "jgreylist: 127.0.0.4: DENY no reverse DNS" in log
+    assert "jgreylist: 127.0.0.7:" not in log  # JGREYLIST_LOG="0"
+
+
+def test_authentication_lifts_greylisting(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    server = _serve(server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n')
+    added = server.quail("user", "add", "joe@example.net", "--password-stdin", stdin=b"s3cret\n")
+    assert added.returncode == 0, added.stderr
+    good = "AGpvZUBleGFtcGxlLm5ldABzM2NyZXQ="  # \0joe@example.net\0s3cret
+    bad = "AGpvZUBleGFtcGxlLm5ldAB3cm9uZw=="  # \0joe@example.net\0wrong
+    script = (
+        b"EHLO client.example\r\nMAIL FROM:<joe@example.net>\r\n"
+        + f"AUTH PLAIN {bad}\r\n".encode()
+        + b"MAIL FROM:<joe@example.net>\r\n"
+        + f"AUTH PLAIN {good}\r\n".encode()
+        + b"MAIL FROM:<joe@example.net>\r\nRCPT TO:<friend@elsewhere.example>\r\nQUIT\r\n"
+    )
+    replies = finals(talk(server.smtp, script, host="::1"))
+    assert replies[2] == GREY1
+    assert replies[3].startswith("535 ")  # a failed AUTH lifts nothing
+    assert replies[4] == GREY1
+    assert replies[5].startswith("235 ")
+    assert replies[6].startswith("250 ") and replies[7].startswith("250 ")  # relays as joe
+    assert replies[8].startswith("221 ")
+
+
+def test_an_existing_jgreylist_directory_keeps_working(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    entry = grey / "127" / "000" / "000"
+    entry.parent.mkdir(parents=True, mode=0o700)
+    entry.touch(mode=0o600)
+    os.utime(entry, (time.time() - 86400, time.time() - 3 * 86400))  # seen by jgreylist
+    server = _serve(server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n')
+    assert _codes(finals(talk(server.smtp, proxied="127.0.0.1"))) == [
+        "220", "250", "250", "250", "221",
+    ]  # fmt: skip
+    # A directory that is not there: the client is told to retry, and why is logged.
+    missing = _serve(
+        server_factory,
+        dns_server,
+        f':allow,JGREYLIST_DIR="{tmp_path / "nowhere"}"\n',
+        name="missing",
+    )
+    assert finals(talk(missing.smtp, host="::1"))[2] == (
+        "451 4.3.0 greylisting unavailable, try again later"
+    )
+    assert "does not exist" in missing.log_path.read_text()
+
+
+# -- quail greylist clean -------------------------------------------------------------
+
+
+def _entry(root: Path, path: str, age_days: float) -> Path:
+    entry = root / path
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.touch()
+    seen = time.time() - age_days * 86400
+    os.utime(entry, (seen, seen - 3600))
+    return entry
+
+
+def test_clean_deletes_what_was_not_seen_for_days(tmp_path: Path) -> None:
+    grey = tmp_path / "jgreylist"
+    old4 = _entry(grey, "192/000/002", 40)
+    new4 = _entry(grey, "192/000/003", 1)
+    old6 = _entry(grey, "ip6/20/01/04/70/1f/0f/03/50", 31)
+    week = _entry(grey, "010/000/000/001", 8)
+    stray = _entry(grey, "README", 400)
+    quail = QUAIL
+    run = subprocess.run(
+        [quail, "greylist", "clean", "--dir", str(grey)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "removed 2 entries not seen for 30 days, kept 2" in run.stdout
+    assert not old4.exists() and not old6.exists() and not (grey / "ip6").exists()
+    assert new4.exists() and week.exists() and stray.exists()
+    # --older-than, and the directory from control/greylistdir of --root.
+    root = tmp_path / "root"
+    (root / "control").mkdir(parents=True)
+    (root / "control" / "greylistdir").write_text(f"{grey}\n")
+    run = subprocess.run(
+        [quail, "greylist", "clean", "--older-than", "7", "--root", str(root)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert not week.exists() and not (grey / "010").exists() and new4.exists()
+    nowhere = subprocess.run(
+        [quail, "greylist", "clean", "--dir", str(tmp_path / "nowhere")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.startswith("quail greylist: ") and "not a directory" in nowhere.stderr
+
+
+# -- the Redis store: two nodes, one greylist ------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed (make peers)")
+    pytest.importorskip("redis")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_redis_store_is_shared_by_two_nodes(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, redis_url: str
+) -> None:
+    import redis
+
+    rules = ':allow,JGREYLIST_HOLDTIME="1"\n'
+    control = {"greylistredis": redis_url}
+    node_a = _serve(server_factory, dns_server, rules, control=control, name="a")
+    node_b = _serve(server_factory, dns_server, rules, control=control, name="b")
+    started = time.monotonic()
+    assert finals(talk(node_a.smtp, proxied="198.51.100.9"))[2] == GREY1
+    assert finals(talk(node_b.smtp, proxied="198.51.100.10"))[2] == GREY2  # A's sighting
+    # After the hold time (one second on the Redis server's clock), node B lets
+    # the network in.  The loop waits for that; nothing is timed.
+    while True:
+        reply = finals(talk(node_b.smtp, proxied="198.51.100.11"))[2]
+        if reply.startswith("250 "):
+            break
+        assert reply == GREY2
+        assert time.monotonic() - started < 30
+        time.sleep(0.2)
+    assert time.monotonic() - started >= 1.0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entry = client.hgetall("greylist:198/051/100")
+        assert set(entry) == {b"first", b"last"}
+        assert float(entry[b"last"]) - float(entry[b"first"]) >= 1.0
+        assert 0 < client.ttl("greylist:198/051/100") <= 30 * 86400
+    finally:
+        client.close()
+    # node A agrees; a new network is greylisted on node A by a node-B sighting.
+    assert finals(talk(node_a.smtp, proxied="198.51.100.12"))[2].startswith("250 ")
+    assert finals(talk(node_b.smtp, proxied="203.0.113.5"))[2] == GREY1
+    assert finals(talk(node_a.smtp, proxied="203.0.113.6"))[2] == GREY2
+
+
+def test_redis_down_is_a_temporary_refusal(
+    server_factory: Callable[..., Running], dns_server: ZoneServer
+) -> None:
+    pytest.importorskip("redis")
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = _serve(server_factory, dns_server, f':allow,JGREYLIST_REDIS="{dead}"\n')
+    assert finals(talk(server.smtp, SESSION, host="::1"))[2] == (
+        "451 4.3.0 greylisting unavailable, try again later"
+    )
+    assert "store failed: Redis 127.0.0.1" in server.log_path.read_text()
+
+
+def test_check_is_registered_after_the_blocklists() -> None:
+    from quailmail.policy import dnsbl, pipeline
+
+    assert pipeline.CONNECT[:2] == (dnsbl.check, greylist.check)
+
+
+def test_a_bad_redis_url_is_a_store_error() -> None:
+    pytest.importorskip("redis")
+    from quailmail.policy.greylist.redisstore import RedisStore
+    from quailmail.policy.greylist.store import StoreError
+
+    with pytest.raises(StoreError, match="bad Redis URL"):
+        RedisStore("mysql://nowhere")
