@@ -15,7 +15,8 @@ STAMP := $(VENV)/.installed
 # nothing, writes no /etc/postfix/main.cf and starts no system instance on
 # port 25: tests and benchmarks run private instances on free loopback ports.
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix \
+	spamassassin spamd
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 

@@ -13,6 +13,7 @@ from quailmail.cli import (
     dknewkey,
     init,
     inject,
+    learn,
     queue,
     serve,
     sign,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         tcprules,
         user,
         queue,
+        learn,
     ):
         module.register(sub)
     return parser

@@ -14,6 +14,7 @@ import logging
 
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
+from quailmail.policy import dmarc, spamassassin
 from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
 
 log = logging.getLogger("quailmail.policy")
@@ -27,7 +28,10 @@ RCPT: tuple[RcptCheck, ...] = ()
 # DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
 # dkverify (DKVERIFY), dmarc (dmarcbehavior), spamassassin (spamd),
 # qmail-dk signing (DKSIGN); QMAILQUEUE then replaces the queue itself.
-DATA: tuple[DataCheck, ...] = ()
+DATA: tuple[DataCheck, ...] = (
+    dmarc.check,
+    spamassassin.check,
+)
 
 
 async def at_connect(client: Client) -> Reply | None:
