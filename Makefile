@@ -14,6 +14,9 @@ STAMP := $(VENV)/.installed
 # smtp-sink); it is preseeded as "No configuration" so the install asks
 # nothing, writes no /etc/postfix/main.cf and starts no system instance on
 # port 25: tests and benchmarks run private instances on free loopback ports.
+# spamd (with spamassassin's rules in /usr/share/spamassassin and sa-learn) is
+# the scanner of tests/test_spamassassin.py and tests/test_learn.py: each test
+# module starts its own on a free loopback port (tests/spamdfixtures.py).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
 	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix \
 	spamassassin spamd
