@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quailmail.policy.spamassassin import x_spam_status
 from quailmail.policy.spamc import (
@@ -119,6 +122,23 @@ def test_x_spam_status_folds_as_spamassassin() -> None:
     assert unfolded.endswith("tests=" + ",".join(tests))
     clean = x_spam_status(SpamVerdict(False, "-0.1", "5.0"))
     assert clean == b"X-Spam-Status: No, score=-0.1 required=5.0 tests=none\r\n"
+
+
+@given(st.binary(max_size=300))
+def test_parse_response_fuzz(data: bytes) -> None:
+    for candidate in (data, b"SPAMD/1.1 0 EX_OK\r\n" + data):
+        try:
+            response = parse_response(candidate)
+        except ValueError:
+            continue
+        assert response.code >= 0
+
+
+@given(st.text(max_size=80))
+def test_parsers_refuse_only_with_valueerror(text: str) -> None:
+    for parse in (parse_endpoint, parse_spam_header):
+        with contextlib.suppress(ValueError):
+            parse(text)
 
 
 # -- failures without spamd -------------------------------------------------------

@@ -94,7 +94,9 @@ async def check(client: Client, message: Message) -> Reply | None:
         log.info("%s: message from <%s> not scanned: %d bytes, spamdmaxsize %d",
                  client.ip, message.sender, len(data), limit)  # fmt: skip
         return None
-    timeout = _float(control.value("spamdtimeout")) or DEFAULT_TIMEOUT
+    timeout = _float(control.value("spamdtimeout")) or 0.0
+    if not 0 < timeout < 3600:
+        timeout = DEFAULT_TIMEOUT
     spamd = SpamdClient(endpoint, timeout=timeout, user=control.value("spamduser") or None)
     try:
         verdict = await spamd.symbols(data)
