@@ -14,6 +14,7 @@ from quailmail.cli import (
     greylist,
     init,
     inject,
+    learn,
     queue,
     serve,
     sign,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         user,
         queue,
         greylist,
+        learn,
     ):
         module.register(sub)
     return parser

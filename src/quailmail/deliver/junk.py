@@ -33,7 +33,9 @@ DOVECOT_HEADER = "V\t2\n\n"
 
 # The field name is case-insensitive (RFC 5322 §1.2.2); maildrop patterns
 # are too, unless the D flag is given, and the seeds' pattern has none.
-_SPAM = re.compile(rb"^x-spam-status:[ \t]*yes", re.IGNORECASE)
+# `X-Quail-Quarantine:` is what the receiver adds to a message whose
+# author's DMARC policy is quarantine (policy/dmarc.py, dmarcbehavior 1).
+_SPAM = re.compile(rb"^(?:x-spam-status:[ \t]*yes|x-quail-quarantine:)", re.IGNORECASE)
 
 
 def header_of(message: bytes) -> bytes:
@@ -43,7 +45,8 @@ def header_of(message: bytes) -> bytes:
 
 
 def is_spam(message: bytes) -> bool:
-    """True when the header has ``X-Spam-Status: Yes`` (SpamAssassin's tag)."""
+    """True when the header has ``X-Spam-Status: Yes`` (SpamAssassin's tag)
+    or ``X-Quail-Quarantine:`` (a DMARC quarantine)."""
     return any(_SPAM.match(line) for line in header_of(message).splitlines())
 
 

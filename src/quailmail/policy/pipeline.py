@@ -14,7 +14,16 @@ import logging
 
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
-from quailmail.policy import dksign_accept, dkverify, dnsbl, forged_authres, greylist, spf
+from quailmail.policy import (
+    dksign_accept,
+    dkverify,
+    dmarc,
+    dnsbl,
+    forged_authres,
+    greylist,
+    spamassassin,
+    spf,
+)
 from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
 
 log = logging.getLogger("quailmail.policy")
@@ -36,7 +45,9 @@ RCPT: tuple[RcptCheck, ...] = (spf.at_rcpt,)
 DATA: tuple[DataCheck, ...] = (
     spf.at_data,
     dkverify.at_data,
+    dmarc.check,
     forged_authres.at_data,
+    spamassassin.check,
     dksign_accept.at_data,
 )
 
