@@ -11,6 +11,7 @@ from quailmail import __version__
 from quailmail.cli import (
     checkdns,
     dknewkey,
+    dkverify,
     init,
     inject,
     qmailqueue,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         dknewkey,
         sign,
         verify,
+        dkverify,
         spf,
         checkdns,
         tcprules,
