@@ -14,6 +14,7 @@ import logging
 
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
+from quailmail.policy import badmailfrom, badrcptto, content
 from quailmail.policy.base import Client, ConnectCheck, DataCheck, MailCheck, Message, RcptCheck
 
 log = logging.getLogger("quailmail.policy")
@@ -21,13 +22,13 @@ log = logging.getLogger("quailmail.policy")
 # connect: dnsbl (rblsmtpd), then greylist (jgreylist)
 CONNECT: tuple[ConnectCheck, ...] = ()
 # MAIL: badmailfrom, then spf (spfbehavior)
-MAIL: tuple[MailCheck, ...] = ()
+MAIL: tuple[MailCheck, ...] = (badmailfrom.check,)
 # RCPT: badrcptto
-RCPT: tuple[RcptCheck, ...] = ()
+RCPT: tuple[RcptCheck, ...] = (badrcptto.check,)
 # DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
 # dkverify (DKVERIFY), dmarc (dmarcbehavior), spamassassin (spamd),
 # qmail-dk signing (DKSIGN); QMAILQUEUE then replaces the queue itself.
-DATA: tuple[DataCheck, ...] = ()
+DATA: tuple[DataCheck, ...] = (content.check,)
 
 
 async def at_connect(client: Client) -> Reply | None:
