@@ -14,8 +14,11 @@ STAMP := $(VENV)/.installed
 # smtp-sink); it is preseeded as "No configuration" so the install asks
 # nothing, writes no /etc/postfix/main.cf and starts no system instance on
 # port 25: tests and benchmarks run private instances on free loopback ports.
+# mailfront (Bruce Guenter's SMTP front end) runs $QMAILQUEUE as qmail-smtpd
+# runs qmail-queue: the independent caller of quail-qmail-queue and
+# quail-dkverify in tests/test_qmailqueue_peer.py (no service is started).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
-	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix
+	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix mailfront
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 
