@@ -11,6 +11,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quailmail.config.tcprules import compile_rules
 from quailmail.policy.content import Finding, Rules, scan
@@ -88,6 +90,22 @@ def test_blank_in_base64_with_bang() -> None:
     assert scan(body, Rules(frozenset(), frozenset(), refuse_blanks=True)) == Finding(
         "Bad_MIME", "blank in base64"
     )
+
+
+@given(
+    st.lists(
+        st.sampled_from([
+            b"Content-Transfer-Encoding: base64\r\n", b"\r\n", b"--b\r\n", b"TVqQAAMAAAAE\r\n",
+            b"M0hVG\r\n", b"x y\r\n", b"\n", b"content-transfer-encoding:base64\n", b"-",
+        ]),
+        max_size=30,
+    ),
+    st.binary(max_size=40),
+)  # fmt: skip
+def test_scanner_takes_any_message(parts: list[bytes], noise: bytes) -> None:
+    data = b"".join(parts) + noise
+    finding = scan(data, Rules(frozenset({EXE_PREFIX}), frozenset({STUB}), refuse_blanks=True))
+    assert finding is None or finding.kind in ("Bad_MIME", "Bad_Loader")
 
 
 # -- end to end ----------------------------------------------------------------------------

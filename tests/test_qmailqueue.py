@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quailmail.config.tcprules import compile_rules
 from quailmail.core.reply import Reply
@@ -42,6 +44,25 @@ def test_envelope_round_trip_and_incomplete_input() -> None:
     assert parse_envelope(b"F\0\0") == ("", [])
     for cut in range(len(data)):
         assert parse_envelope(data[:cut]) is None  # read on
+
+
+_ADDRESS = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                   max_size=60)  # fmt: skip
+
+
+@given(_ADDRESS, st.lists(_ADDRESS, max_size=5))
+def test_envelope_round_trips_any_addresses(sender: str, recipients: list[str]) -> None:
+    assert parse_envelope(encode_envelope(sender, recipients)) == (sender, recipients)
+
+
+@given(st.binary(max_size=300))
+def test_envelope_parser_takes_any_bytes(data: bytes) -> None:
+    """Untrusted input (a filter may write anything): a result, None, or an
+    EnvelopeError with one of qmail-queue's codes; nothing else."""
+    try:
+        parse_envelope(data)
+    except EnvelopeError as exc:
+        assert exc.code in (11, 54, 91)
 
 
 @pytest.mark.parametrize(
