@@ -17,12 +17,15 @@ STAMP := $(VENV)/.installed
 # ucspi-tcp-ipv6's rblsmtpd is the DNS blocklist peer; redis-server holds the
 # shared greylist of tests/test_policy_greylist.py (one per test, loopback,
 # nothing saved; the package's system service is not used).
+# mailfront (Bruce Guenter's SMTP front end) runs $QMAILQUEUE as qmail-smtpd
+# runs qmail-queue: the independent caller of quail-qmail-queue and
+# quail-dkverify in tests/test_qmailqueue_peer.py (no service is started).
 # spamd (with spamassassin's rules in /usr/share/spamassassin and sa-learn) is
 # the scanner of tests/test_spamassassin.py and tests/test_learn.py: each test
 # module starts its own on a free loopback port (tests/spamdfixtures.py).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
 	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix redis-server \
-	spamassassin spamd
+	spamassassin spamd mailfront
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 

@@ -15,6 +15,9 @@ import logging
 from quailmail.auth.authres import authentication_results
 from quailmail.core.reply import Reply
 from quailmail.policy import (
+    badmailfrom,
+    badrcptto,
+    content,
     dksign_accept,
     dkverify,
     dmarc,
@@ -34,15 +37,16 @@ CONNECT: tuple[ConnectCheck, ...] = (
     greylist.check,
 )
 # MAIL: badmailfrom, then spf (spfbehavior)
-MAIL: tuple[MailCheck, ...] = (spf.at_mail,)
+MAIL: tuple[MailCheck, ...] = (badmailfrom.check, spf.at_mail)
 # RCPT: badrcptto, then spf (the refusal decided at MAIL FROM, as qmail-spf)
-RCPT: tuple[RcptCheck, ...] = (spf.at_rcpt,)
+RCPT: tuple[RcptCheck, ...] = (badrcptto.check, spf.at_rcpt)
 # DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
 # dkverify (DKVERIFY), dmarc (dmarcbehavior), forged Authentication-Results
 # removed (after the verifiers, which see the message as signed),
 # spamassassin (spamd), qmail-dk signing (DKSIGN, last: it signs the message
 # as queued); QMAILQUEUE then replaces the queue itself.
 DATA: tuple[DataCheck, ...] = (
+    content.check,
     spf.at_data,
     dkverify.at_data,
     dmarc.check,

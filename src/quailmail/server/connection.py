@@ -34,6 +34,7 @@ from quailmail.net.listeners import Listener
 from quailmail.policy import pipeline
 from quailmail.policy.base import Client, Message, UntilAuth
 from quailmail.queue import QueueError
+from quailmail.server import qmailqueue
 from quailmail.server.names import verified_name
 from quailmail.server.state import ServerState
 from quailmail.smtp import (
@@ -494,6 +495,11 @@ class SmtpConnection(asyncio.Protocol):
             if refused is not None:
                 self._end_transaction()
                 return refused
+        if self.env.get("QMAILQUEUE"):
+            # A qmail-queue program takes the message instead of our queue.
+            reply = await qmailqueue.run(self._client(), message)
+            self._end_transaction()
+            return reply
         try:
             qid = await state.queue.put(
                 self.sender,

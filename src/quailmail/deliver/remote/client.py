@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from quailmail.auth.message import to_crlf
 from quailmail.deliver.remote.outcome import RecipientOutcome, Status
 from quailmail.deliver.remote.routes import Destination
+from quailmail.net.tcp import set_nodelay
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; be lenient, but
 # bound what one line may cost us.
@@ -141,6 +142,7 @@ class SmtpClient:
             reader, writer = await asyncio.open_connection(
                 destination.address, destination.port, local_addr=local, limit=MAX_REPLY_LINE
             )
+        set_nodelay(writer)  # a command waits for its reply: no Nagle delay (net/tcp.py)
         sockname, peername = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
         if sockname is not None and sockname[:2] == (peername or ())[:2]:
             # TCP simultaneous open: a port nobody listens on, in the
