@@ -8,11 +8,11 @@ box" 69.36.226.12 is 127.0.0.2 (a loopback address the client binds).  So
 (the web box line), and ::1 is "everyone else" (DKVERIFY="DEGIJKfh",
 qmail-dk's form: DomainKeys letters only).
 
-TODO(merge): the `127.` and default lines set QMAILQUEUE=ROOT/bin/simscan
-and DKQUEUE=ROOT/bin/qmail-queue.orig.  This branch reads neither (QMAILQUEUE
-is policy/qmailqueue.py's); once it is merged, ROOT/bin/simscan must be a
-stand-in that hands the message on to quail's queue, or these tests fail
-at the end of DATA.
+The `127.` and default lines set QMAILQUEUE=ROOT/bin/simscan (and
+DKQUEUE=ROOT/bin/qmail-queue.orig, which only qmail-dk and dkverify read).
+simscan is not packaged in Debian: ROOT/bin/simscan here is a stand-in that
+hands the message on unscanned, as simscan does with nothing to find, to
+`quail-qmail-queue`, which queues it in the inject shard.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ def seed(server_factory: Callable[..., Running], dns_server: ZoneServer) -> Seed
         keys.mkdir(parents=True)
         (keys / "default").write_bytes(private_key_pem(key))
         compile_rules(root, seed_rules(root))
+        (root / "bin").mkdir()
+        simscan = root / "bin" / "simscan"
+        simscan.write_text(
+            "#!/bin/sh\n# simscan with nothing to find: hand the message on\n"
+            "exec quail-qmail-queue\n"
+        )
+        simscan.chmod(0o755)
 
     return Seed(server_factory(setup), dns_server, key)
 
