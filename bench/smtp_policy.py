@@ -365,8 +365,8 @@ class PostfixOpenDkim:
         queued = newest_file(self.postfix.dir / "spool" / "hold")
         # The hold file is Postfix's record format: keep the printable run.
         found = re.search(rb"Authentication-Results: [^;]*;", queued)
-        result = re.search(rb" dkim=\w+[^;]*", queued)
-        text = b"".join(m.group(0) for m in (found, result) if m).decode()
+        result = re.search(rb"dkim=\w+[^;]*", queued)
+        text = b" ".join(m.group(0) for m in (found, result) if m).decode()
         if "dkim=pass" not in text:
             raise BenchError(
                 f"Postfix's probe lacks dkim=pass: {text or 'no Authentication-Results'}; "
