@@ -25,7 +25,7 @@ STAMP := $(VENV)/.installed
 # module starts its own on a free loopback port (tests/spamdfixtures.py).
 DEBIAN_PEERS := libmail-dkim-perl libnet-dns-perl opendkim opendkim-tools libdkim-dev ucspi-tcp-ipv6 \
 	libopendkim-dev gcc g++ binutils libc6-dev libssl-dev maildrop dovecot-imapd postfix redis-server \
-	spamassassin spamd mailfront
+	spamassassin spamd mailfront unbound
 
 .PHONY: install test lint typecheck pytest peers bench-peers run bench clean
 
@@ -78,9 +78,9 @@ bench: install peers
 	$(BIN)/python bench/dkim.py
 	$(BIN)/python bench/spf.py
 	$(BIN)/python bench/queue_put.py
-	@if [ "$$(id -u)" = 0 ]; then bench/smtp_accept.sh && bench/relay.sh && \
+	@if [ "$$(id -u)" = 0 ]; then bench/smtp_accept.sh && bench/smtp_policy.sh && bench/relay.sh && \
 		$(BIN)/python bench/local_delivery.py; \
-	else echo "not root: bench/smtp_accept.sh, relay.sh and local_delivery.py skipped" \
+	else echo "not root: bench/smtp_accept.sh, smtp_policy.sh, relay.sh and local_delivery.py skipped" \
 		"(Postfix's master needs root)"; fi
 
 clean:
