@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from quailmail.config.users import make_maildir
 from quailmail.deliver.maildir import deliver_maildir, unique_name
@@ -59,3 +62,45 @@ def test_missing_maildir_is_temporary(tmp_path: Path) -> None:
     out = deliver_maildir(tmp_path / "nope", [MSG], delivered_to=None, return_path=None)
     assert out.kind == "temporary"
     assert "does not exist" in out.reason
+
+
+def test_concurrent_deliveries_share_the_fsync_of_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads delivering into one Maildir at once share fsyncs of new/, and
+    each returns only after a sync that began after its own link."""
+    import threading
+    import time
+
+    from quailmail.deliver import maildir as md
+
+    box = tmp_path / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (box / sub).mkdir(parents=True)
+    syncs: list[set[str]] = []
+    real = md.fsync_dir
+
+    def slow_sync(path: Path) -> None:
+        time.sleep(0.02)  # a disk: long enough for others to pile up
+        syncs.append(set(os.listdir(path)))
+        real(path)
+
+    monkeypatch.setattr(md, "fsync_dir", slow_sync)
+    names: dict[int, str] = {}
+    unsynced: list[int] = []
+
+    def deliver(i: int) -> None:
+        outcome = md.deliver_maildir(box, [b"m %d\n" % i], delivered_to=None, return_path=None)
+        names[i] = Path(outcome.reason).name if outcome.is_ok else ""
+        # durable: a sync that saw the file had finished before we returned
+        if not any(names[i] in seen for seen in syncs):
+            unsynced.append(i)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(names.values()) and len(os.listdir(box / "new")) == 20
+    assert unsynced == []
+    assert len(syncs) < 20

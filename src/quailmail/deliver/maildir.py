@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,58 @@ from quailmail.core.files import fsync_dir
 from quailmail.core.outcome import Outcome
 
 _counter = itertools.count(1)
+
+
+class _GroupSync:
+    """fsync of one directory shared by the deliveries waiting for it.
+
+    Deliveries run in threads; each needs `new/` synced after its link.
+    One thread syncs at a time; whoever arrives meanwhile waits for the
+    next sync, which covers every link made before it started.  So N
+    concurrent deliveries into one Maildir cost about two fsyncs, not N,
+    and none returns before a sync that began after its link."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.asked = 0  # tickets handed out
+        self.synced = 0  # every ticket up to this one is durable
+        self.running = False
+
+    def sync(self, path: Path) -> None:
+        with self.cond:
+            self.asked += 1
+            ticket = self.asked
+            while self.synced < ticket:
+                if self.running:
+                    self.cond.wait()
+                    continue
+                self.running = True
+                covered = self.asked  # links made before this sync starts
+                self.cond.release()
+                try:
+                    fsync_dir(path)
+                finally:
+                    self.cond.acquire()
+                    self.running = False
+                    self.cond.notify_all()
+                self.synced = max(self.synced, covered)
+            # a failed sync raised above; the waiters then try their own
+
+
+_syncers: dict[Path, _GroupSync] = {}
+_syncers_lock = threading.Lock()
+
+
+def sync_new(new: Path) -> None:
+    """fsync `new/`, shared with concurrent deliveries into the same Maildir."""
+    with _syncers_lock:
+        syncer = _syncers.get(new)
+        if syncer is None:
+            if len(_syncers) > 4096:  # many mailboxes: keep the map bounded
+                _syncers.clear()
+            syncer = _syncers[new] = _GroupSync()
+    syncer.sync(new)
+
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
@@ -104,7 +157,7 @@ def deliver_maildir(
             os.link(tmp, new)
         finally:
             tmp.unlink(missing_ok=True)
-        fsync_dir(maildir / "new")
+        sync_new(maildir / "new")
     except OSError as err:
         return Outcome.temporary(_reason(err, maildir))
     return Outcome.ok(str(new))
