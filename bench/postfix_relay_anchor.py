@@ -62,10 +62,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from smtp_accept import BenchError, cpu_seconds, free_port, raise_fd_limit, tail, wait_greeting
+from smtp_accept import (
+    BenchError,
+    cpu_seconds,
+    free_port,
+    raise_fd_limit,
+    stop_postfix,
+    tail,
+    wait_greeting,
+)
+from smtp_accept import smtp_source as accept_source
 
 BENCH = Path(__file__).resolve().parent
-SENDER = "sender@bench.test"  # OpenDKIM signs From: bench.test (smtp-source writes From: -f)
 SINK_DOMAIN = "sink.bench.test"
 PROBE_DOMAIN = "probe.bench.test"
 SELECTOR = "bench"
@@ -353,17 +361,7 @@ class Postfix:
         if not self.started:
             return
         self.started = False
-        pid_file = self.dir / "spool" / "pid" / "master.pid"
-        self.postfix("stop")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # `postfix stop` returns before master exits
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), 0)
-            except (OSError, ValueError, IndexError):
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        stop_postfix(self.postfix, self.dir)
 
 
 # -- a mode ------------------------------------------------------------------------
@@ -401,22 +399,10 @@ class Mode:
 
 
 def smtp_source(port: int, concurrency: int, count: int, size: int, to: str) -> int:
-    """Send `count` messages to `to`; how many got their 250 (smtp-source's counter)."""
-    argv = [
-        program("smtp-source"), "-s", str(concurrency), "-m", str(count), "-l", str(size),
-        "-c", "-M", "client.bench.test", "-f", SENDER, "-t", to, f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=WAIT, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(
-            f"smtp-source -s {concurrency} -m {count} took over {WAIT:.0f} s"
-        ) from None
-    counters = re.findall(rb"\d+", done.stdout)
-    acknowledged = int(counters[-1]) if counters else 0
-    if done.returncode != 0 or acknowledged != count:
-        said = done.stderr.decode(errors="replace").strip()
-        raise BenchError(f"smtp-source: {acknowledged} of {count} messages accepted: {said}")
+    """Send `count` messages to `to`; all must get their 250."""
+    _, acknowledged = accept_source(port, concurrency, count, size, to, timeout=WAIT)
+    if acknowledged != count:
+        raise BenchError(f"smtp-source: {acknowledged} of {count} messages accepted")
     return acknowledged
 
 

@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ from typing import Any
 
 CONCURRENCY = (1, 10, 50)
 SIZES = ((4096, "4 KiB"), (102400, "100 KiB"))
+# relay modes: OpenDKIM signs From: bench.test (smtp-source writes From: from -f)
 SENDER = "sender@bench.test"
 RECIPIENT = "postmaster@bench.test"  # quail: alias/.qmail-postmaster; Postfix: mydestination
 POINT_TIMEOUT = 10.0  # seconds: an smtp-source run that takes longer is killed
@@ -268,6 +270,23 @@ postlog   unix-dgram n - n - 1 postlogd
 """
 
 
+def stop_postfix(postfix: Callable[..., object], directory: Path) -> None:
+    """`postfix stop` for the instance in `directory`, then wait for its
+    master to exit (the command returns before it does); after 10 s its
+    process group is killed."""
+    pid_file = directory / "spool" / "pid" / "master.pid"
+    postfix("stop")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+        except (OSError, ValueError, IndexError):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
 class Postfix:
     name = "Postfix"
 
@@ -316,18 +335,7 @@ class Postfix:
         if not self.started:
             return
         self.started = False
-        self.postfix("stop")
-        pid_file = self.dir / "spool" / "pid" / "master.pid"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # `postfix stop` returns before master exits
-            try:
-                pid = int(pid_file.read_text().split()[0])
-                os.kill(pid, 0)
-            except (OSError, ValueError, IndexError):
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        stop_postfix(self.postfix, self.dir)
 
 
 # -- one point ----------------------------------------------------------------------
@@ -356,19 +364,27 @@ class Point:
         return statistics.median(s.rate for s in runs) if runs else 0.0
 
 
-def smtp_source(port: int, concurrency: int, count: int, size: int) -> tuple[float, int]:
-    """Send `count` messages; (elapsed seconds, DATA commands acknowledged)."""
+def smtp_source(
+    port: int,
+    concurrency: int,
+    count: int,
+    size: int,
+    to: str = RECIPIENT,
+    *,
+    timeout: float = POINT_TIMEOUT,
+) -> tuple[float, int]:
+    """Send `count` messages to `to`; (elapsed seconds, DATA commands acknowledged)."""
     binary = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
     argv = [
         binary, "-s", str(concurrency), "-m", str(count), "-l", str(size), "-c",
-        "-M", "client.bench.test", "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}",
+        "-M", "client.bench.test", "-f", SENDER, "-t", to, f"127.0.0.1:{port}",
     ]  # fmt: skip
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=POINT_TIMEOUT, check=False)
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise BenchError(
-            f"smtp-source -s {concurrency} -m {count} -l {size} took over {POINT_TIMEOUT:.0f} s"
+            f"smtp-source -s {concurrency} -m {count} -l {size} took over {timeout:.0f} s"
         ) from None
     elapsed = time.perf_counter() - start
     # -c prints a counter, "\r"-separated, each time a DATA gets its 2xx.

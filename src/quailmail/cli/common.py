@@ -6,7 +6,9 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from quailmail.config.control import control_for
 
@@ -17,6 +19,29 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: its exit code, one line on stderr for a
+    CliError, 130 on ^C, 141 when the reader of stdout went away."""
+    try:
+        return int(args.handler(args))
+    except CliError as exc:
+        print(f"quail {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+def standalone(prog: str, command: str, register: Callable[[Any], None],
+               argv: Sequence[str] | None) -> int:  # fmt: skip
+    """A subcommand as its own program (`quail-dkverify`, `quail-qmail-queue`:
+    what QMAILQUEUE chains exec by path)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    register(parser.add_subparsers(dest="command"))
+    return handle(parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)]))
 
 
 def add_dns_options(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,7 @@ from quailmail.auth.authres import x_authentication_results
 from quailmail.auth.dkim import DkimResult, DkimStatus, verify_dkim
 from quailmail.auth.message import parse_message
 from quailmail.auth.results import Result
-from quailmail.cli.common import CliError, add_dns_options, control_value
+from quailmail.cli.common import CliError, add_dns_options, control_value, standalone
 from quailmail.cli.qmailqueue import read_all, read_envelope
 from quailmail.dns.resolver import make_resolver
 from quailmail.queue.qmailqueue import (
@@ -171,12 +171,4 @@ def hand_on(program: str, message: bytes, envelope: bytes) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `quail-dkverify` command, for `QMAILQUEUE="…/quail-dkverify"`."""
-    parser = argparse.ArgumentParser(prog="quail-dkverify")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["dkverify", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(run(args))
-    except CliError as exc:
-        print(f"quail dkverify: {exc}", file=sys.stderr)
-        return exc.code
+    return standalone("quail-dkverify", "dkverify", register, argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from quailmail import __version__
 from quailmail.cli import (
@@ -25,9 +25,7 @@ from quailmail.cli import (
     user,
     verify,
 )
-from quailmail.cli.common import CliError
-
-Handler = Callable[[argparse.Namespace], int]
+from quailmail.cli.common import handle
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,16 +98,7 @@ def sendmail() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler = args.handler
-    try:
-        return handler(args)
-    except CliError as exc:
-        print(f"quail {args.command}: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 141
+    return handle(args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from quailmail.auth.message import to_crlf
-from quailmail.cli.common import CliError, add_root_option
+from quailmail.cli.common import CliError, add_root_option, standalone
 from quailmail.queue import Queue, QueueError
 from quailmail.queue.qmailqueue import (
     EXIT_HOME,
@@ -129,12 +129,4 @@ async def _put(path: Path, sender: str, recipients: list[str], data: bytes,
 def main(argv: Sequence[str] | None = None) -> int:
     """The `quail-qmail-queue` command: what QMAILQUEUE chains exec by path.
     Only this module is loaded, not the whole of `quail`."""
-    parser = argparse.ArgumentParser(prog="quail-qmail-queue")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["qmail-queue", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(run(args))
-    except CliError as exc:
-        print(f"quail qmail-queue: {exc}", file=sys.stderr)
-        return exc.code
+    return standalone("quail-qmail-queue", "qmail-queue", register, argv)

@@ -12,6 +12,7 @@ the other lines succeed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,13 +122,11 @@ async def deliver_local(
                 "This message is looping: it already has my Delivered-To line. (#5.4.6)"
             )
         )
-    # The blocking part in one thread hop: the home, the .qmail file, the
-    # junk flag, and, when no line runs a program, the deliveries too.
+    # The blocking part in few thread hops: one for the home, the .qmail
+    # file and the junk flag, one for each run of lines that are not programs.
     plan = await asyncio.to_thread(_plan, mb, message, sender, junk_folder)
     if isinstance(plan, LocalResult):
         return plan
-    if plan.files_only:
-        return await asyncio.to_thread(_deliver_files, mb, message, sender, plan)
     env = CommandEnv(
         sender=sender,
         new_sender=plan.new_sender,
@@ -141,22 +140,29 @@ async def deliver_local(
     )
     forwards: list[str] = []
     delivered: list[str] = []
-    for line in plan.lines:
-        if line.kind is Kind.FORWARD:
-            forwards.append(line.value)
-            continue
-        if line.kind is Kind.PROGRAM:
-            result = await run_command(line.value, message, env, timeout=command_timeout)
+    lines = plan.lines
+    i = 0
+    while i < len(lines):
+        if lines[i].kind is Kind.PROGRAM:
+            result = await run_command(lines[i].value, message, env, timeout=command_timeout)
             if not result.outcome.is_ok:
                 return LocalResult(result.outcome, (), plan.new_sender, tuple(delivered))
-            delivered.append(f"|{line.value}")
+            delivered.append(f"|{lines[i].value}")
             if result.stop:
                 break
+            i += 1
             continue
-        outcome = await asyncio.to_thread(_file_line, mb, line, message, sender, plan.spam)
+        # A run of file and forward lines: one thread hop for all of them.
+        j = i
+        while j < len(lines) and lines[j].kind is not Kind.PROGRAM:
+            j += 1
+        outcome = await asyncio.to_thread(
+            _file_lines, mb, lines[i:j], message,
+            sender=sender, spam=plan.spam, forwards=forwards, delivered=delivered,
+        )  # fmt: skip
         if not outcome.is_ok:
             return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
-        delivered.append(outcome.reason)
+        i = j
     return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
 
 
@@ -166,10 +172,6 @@ class _Plan:
     found: Found
     spam: bool
     new_sender: str
-
-    @property
-    def files_only(self) -> bool:
-        return all(line.kind is not Kind.PROGRAM for line in self.lines)
 
 
 def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan | LocalResult:
@@ -186,6 +188,11 @@ def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan 
         return LocalResult(Outcome.temporary(f"unable to read .qmail: {err.strerror} (#4.3.0)"))
     if lines is None:
         lines = list(mb.default_delivery)
+    elif found.is_default and any(
+        line.kind is Kind.PROGRAM and "bounce-no-mailbox" in line.value for line in lines
+    ):
+        # vpopmail's catch-all that is none: vdelivermail bounces unknown users.
+        return LocalResult(Outcome.permanent("Sorry, no mailbox here by that name. (#5.1.1)"))
     if not lines:
         # qmail-local: a .qmail of only comments delivers nowhere; we defer
         # rather than lose the message.
@@ -198,26 +205,31 @@ def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan 
     return _Plan(tuple(lines), found, spam, new_sender)
 
 
-def _deliver_files(mb: Mailbox, message: bytes, sender: str, plan: _Plan) -> LocalResult:
-    """Every line of a plan without programs, in order (blocking)."""
-    forwards: list[str] = []
-    delivered: list[str] = []
-    for line in plan.lines:
+def _file_lines(
+    mb: Mailbox,
+    lines: Sequence[Line],
+    message: bytes,
+    *,
+    sender: str,
+    spam: bool,
+    forwards: list[str],
+    delivered: list[str],
+) -> Outcome:
+    """Forward, Maildir and mbox lines in order (blocking); the first
+    failure ends them.  Appends to `forwards` and `delivered`."""
+    for line in lines:
         if line.kind is Kind.FORWARD:
             forwards.append(line.value)
             continue
-        outcome = _file_line(mb, line, message, sender, plan.spam)
+        path = mb.home / line.value
+        if line.kind is Kind.MAILDIR:
+            outcome = _maildir(path, message, mb.recipient, sender, spam)
+        else:
+            outcome = deliver_mbox(path, message, delivered_to=mb.recipient, return_path=sender)
         if not outcome.is_ok:
-            return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
+            return outcome
         delivered.append(outcome.reason)
-    return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
-
-
-def _file_line(mb: Mailbox, line: Line, message: bytes, sender: str, spam: bool) -> Outcome:
-    path = mb.home / line.value
-    if line.kind is Kind.MAILDIR:
-        return _maildir(path, message, mb.recipient, sender, spam)
-    return deliver_mbox(path, message, delivered_to=mb.recipient, return_path=sender)
+    return Outcome.ok("delivered")
 
 
 def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:

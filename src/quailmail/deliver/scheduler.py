@@ -34,7 +34,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +44,6 @@ from quailmail.core.clock import Clock, SystemClock
 from quailmail.core.dns import Resolver
 from quailmail.core.outcome import Outcome
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
-from quailmail.deliver.dotqmail import find_dotqmail
 from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
 from quailmail.deliver.remote import (
     DeliveryError,
@@ -81,7 +80,6 @@ class _Rcpt:
     domain: str
     due: float
     busy: bool = False
-    last: str = ""  # the last temporary reason, for the log and the bounce
 
 
 @dataclass(slots=True)
@@ -109,16 +107,6 @@ class _Result:
 class _Idle:
     session: RemoteSession
     since: float
-
-
-@dataclass(slots=True)
-class SchedulerStats:
-    delivered: int = 0
-    bounced: int = 0
-    deferred: int = 0
-    attempts: int = 0
-    picked_up: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def _status_of(reason: str, permanent: bool) -> str:
@@ -165,7 +153,6 @@ class Scheduler:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._flush_mtime = self._mtime(self._flush_path)
-        self.stats = SchedulerStats()
 
     # -- life cycle -------------------------------------------------------
 
@@ -299,7 +286,6 @@ class Scheduler:
                 if self._stopping:
                     results = None
                 else:
-                    self.stats.attempts += 1
                     data = await self._data(message)
                     if data is None:
                         return
@@ -348,7 +334,7 @@ class Scheduler:
 
     # -- local ------------------------------------------------------------
 
-    def _mailbox(self, address: str) -> Mailbox | None:
+    def _mailbox(self, address: str) -> Mailbox:
         local, _, domain = address.rpartition("@")
         if not local:
             local, domain = address, self.control.value("me") or "localhost"
@@ -369,14 +355,8 @@ class Scheduler:
 
     async def _local_one(self, message: _Message, rcpt: _Rcpt, data: bytes) -> _Result:
         mailbox = self._mailbox(rcpt.address)
-        if mailbox is None or not mailbox.home.is_dir():
+        if not mailbox.home.is_dir():
             return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")
-        if mailbox.user in ("alias", mailbox.host) and mailbox.default_delivery == ():
-            found = find_dotqmail(mailbox.home, mailbox.ext)
-            if found is None or (found.path is not None and _bounces_no_mailbox(found.path)):
-                return _Result(
-                    rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)"
-                )
         lf = data.replace(b"\r\n", b"\n")
         # The server's setting (control/junkfolder, on unless 0/no/off); the
         # domain's and the user's files override it (junk.junk_enabled).
@@ -513,9 +493,7 @@ class Scheduler:
                 reason = f"{result.reason} {TOO_OLD}"
                 failed.append(_Result(result.index, "permanent", reason, result.host, status))
             else:
-                rcpt.last = result.reason
                 rcpt.due = next_retry(message.birth, now, remote=not rcpt.local)
-                self.stats.deferred += 1
                 log.info("%s %d <%s>: deferred: %s", message.qid, rcpt.index, rcpt.address,
                          result.reason)  # fmt: skip
         if delivered:
@@ -524,7 +502,6 @@ class Scheduler:
             )
             for index in delivered:
                 message.rcpts.pop(index, None)
-            self.stats.delivered += len(delivered)
         if failed:
             # The report is durable before any recipient counts as bounced.
             await self._bounce(message, failed)
@@ -533,7 +510,6 @@ class Scheduler:
             )
             for result in failed:
                 message.rcpts.pop(result.index, None)
-            self.stats.bounced += len(failed)
 
     async def _bounce(self, message: _Message, failed: list[_Result]) -> None:
         """Queue the report of `failed` (durably) before they are marked."""
@@ -637,18 +613,8 @@ class Scheduler:
                 await asyncio.gather(
                     *(inject.mark_done(message.id, i, Done.DELIVERED) for i in message.pending)
                 )
-                self.stats.picked_up += 1
         finally:
             await inject.close()
 
 
 _KIND = {Status.DELIVERED: "ok", Status.TEMPORARY: "temporary", Status.PERMANENT: "permanent"}
-
-
-def _bounces_no_mailbox(path: Path) -> bool:
-    """vpopmail's `.qmail-default` that bounces unknown users (vdelivermail's
-    `bounce-no-mailbox`): no mailbox, as the receiver decided at RCPT."""
-    try:
-        return b"bounce-no-mailbox" in path.read_bytes()
-    except OSError:
-        return False
