@@ -90,6 +90,11 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows when a restarted
+    # scheduler opens its whole concurrencyremote at once; the kernel then
+    # drops the handshake's last ACK and the client waits for a greeting
+    # that never comes (timeoutremote).  Real MTAs listen with far more.
+    request_queue_size = 128
     script: Script
 
 
