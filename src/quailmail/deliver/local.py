@@ -12,7 +12,6 @@ the other lines succeed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,17 +113,15 @@ async def deliver_local(
     ``.Junk`` folder of each top-level Maildir line.  It is the server's
     setting (``control/junkfolder``, which the caller reads); the domain's
     and the user's ``.junkfolder`` files override it (junk.junk_enabled).
+
+    The event loop reads the home and the .qmail file itself (a few stats
+    and a small read: cheaper than a thread hop); Maildir lines write and
+    fsync through the syncer's threads, mbox lines and programs elsewhere.
     """
     recipient = mb.recipient
     if is_looping(message, recipient):
-        return LocalResult(
-            Outcome.permanent(
-                "This message is looping: it already has my Delivered-To line. (#5.4.6)"
-            )
-        )
-    # The blocking part in few thread hops: one for the home, the .qmail
-    # file and the junk flag, one for each run of lines that are not programs.
-    plan = await asyncio.to_thread(_plan, mb, message, sender, junk_folder)
+        return LocalResult(Outcome.permanent(LOOPING))
+    plan = _plan(mb, message, sender, junk_folder)
     if isinstance(plan, LocalResult):
         return plan
     env = CommandEnv(
@@ -140,29 +137,29 @@ async def deliver_local(
     )
     forwards: list[str] = []
     delivered: list[str] = []
-    lines = plan.lines
-    i = 0
-    while i < len(lines):
-        if lines[i].kind is Kind.PROGRAM:
-            result = await run_command(lines[i].value, message, env, timeout=command_timeout)
-            if not result.outcome.is_ok:
-                return LocalResult(result.outcome, (), plan.new_sender, tuple(delivered))
-            delivered.append(f"|{lines[i].value}")
-            if result.stop:
-                break
-            i += 1
+    for line in plan.lines:
+        if line.kind is Kind.FORWARD:
+            forwards.append(line.value)
             continue
-        # A run of file and forward lines: one thread hop for all of them.
-        j = i
-        while j < len(lines) and lines[j].kind is not Kind.PROGRAM:
-            j += 1
-        outcome = await asyncio.to_thread(
-            _file_lines, mb, lines[i:j], message,
-            sender=sender, spam=plan.spam, forwards=forwards, delivered=delivered,
-        )  # fmt: skip
+        if line.kind is Kind.PROGRAM:
+            result = await run_command(line.value, message, env, timeout=command_timeout)
+            outcome = result.outcome
+            if outcome.is_ok:
+                delivered.append(f"|{line.value}")
+                if result.stop:
+                    break
+                continue
+        elif line.kind is Kind.MAILDIR:
+            outcome = await _maildir(mb.home / line.value, message, recipient, sender, plan.spam)
+        else:
+            outcome = await asyncio.to_thread(
+                deliver_mbox, mb.home / line.value, message,
+                delivered_to=recipient, return_path=sender,
+            )  # fmt: skip
         if not outcome.is_ok:
             return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
-        i = j
+        if line.kind is not Kind.PROGRAM:
+            delivered.append(outcome.reason)
     return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
 
 
@@ -175,7 +172,7 @@ class _Plan:
 
 
 def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan | LocalResult:
-    """What qmail-local would do for MB (blocking: runs in a thread)."""
+    """What qmail-local would do for MB."""
     try:
         check_home(mb.home)
         found = find_dotqmail(mb.home, mb.ext)
@@ -205,37 +202,10 @@ def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan 
     return _Plan(tuple(lines), found, spam, new_sender)
 
 
-def _file_lines(
-    mb: Mailbox,
-    lines: Sequence[Line],
-    message: bytes,
-    *,
-    sender: str,
-    spam: bool,
-    forwards: list[str],
-    delivered: list[str],
-) -> Outcome:
-    """Forward, Maildir and mbox lines in order (blocking); the first
-    failure ends them.  Appends to `forwards` and `delivered`."""
-    for line in lines:
-        if line.kind is Kind.FORWARD:
-            forwards.append(line.value)
-            continue
-        path = mb.home / line.value
-        if line.kind is Kind.MAILDIR:
-            outcome = _maildir(path, message, mb.recipient, sender, spam)
-        else:
-            outcome = deliver_mbox(path, message, delivered_to=mb.recipient, return_path=sender)
-        if not outcome.is_ok:
-            return outcome
-        delivered.append(outcome.reason)
-    return Outcome.ok("delivered")
-
-
-def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:
+async def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:
     if spam and (path / "new").is_dir() and not junk.is_folder(path):
         try:
             path = junk.ensure_junk_folder(path)
         except OSError as err:
             return Outcome.temporary(f"unable to create Junk folder in {path}: {err.strerror}")
-    return deliver_maildir(path, [message], delivered_to=recipient, return_path=sender)
+    return await deliver_maildir(path, [message], delivered_to=recipient, return_path=sender)

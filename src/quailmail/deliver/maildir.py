@@ -12,70 +12,19 @@ qmail-local(8) prepends two lines to a Maildir delivery: ``Return-Path:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
-from quailmail.core.files import fsync_dir
 from quailmail.core.outcome import Outcome
+from quailmail.core.syncer import SYNCER, Syncer
 
 _counter = itertools.count(1)
-
-
-class _GroupSync:
-    """fsync of one directory shared by the deliveries waiting for it.
-
-    Deliveries run in threads; each needs `new/` synced after its link.
-    One thread syncs at a time; whoever arrives meanwhile waits for the
-    next sync, which covers every link made before it started.  So N
-    concurrent deliveries into one Maildir cost about two fsyncs, not N,
-    and none returns before a sync that began after its link."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.asked = 0  # tickets handed out
-        self.synced = 0  # every ticket up to this one is durable
-        self.running = False
-
-    def sync(self, path: Path) -> None:
-        with self.cond:
-            self.asked += 1
-            ticket = self.asked
-            while self.synced < ticket:
-                if self.running:
-                    self.cond.wait()
-                    continue
-                self.running = True
-                covered = self.asked  # links made before this sync starts
-                self.cond.release()
-                try:
-                    fsync_dir(path)
-                finally:
-                    self.cond.acquire()
-                    self.running = False
-                    self.cond.notify_all()
-                self.synced = max(self.synced, covered)
-            # a failed sync raised above; the waiters then try their own
-
-
-_syncers: dict[Path, _GroupSync] = {}
-_syncers_lock = threading.Lock()
-
-
-def sync_new(new: Path) -> None:
-    """fsync `new/`, shared with concurrent deliveries into the same Maildir."""
-    with _syncers_lock:
-        syncer = _syncers.get(new)
-        if syncer is None:
-            if len(_syncers) > 4096:  # many mailboxes: keep the map bounded
-                _syncers.clear()
-            syncer = _syncers[new] = _GroupSync()
-    syncer.sync(new)
 
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -117,47 +66,51 @@ def _reason(err: OSError, maildir: Path) -> str:
     return f"unable to write to maildir {maildir}: {err.strerror} (#4.3.0)"
 
 
-def deliver_maildir(
+async def deliver_maildir(
     maildir: Path,
-    data_chunks: Iterable[bytes],
+    data_chunks: Sequence[bytes],
     *,
     delivered_to: str | None,
     return_path: str | None,
+    syncer: Syncer = SYNCER,
 ) -> Outcome:
     """Deliver one message into MAILDIR (``tmp/`` -> fsync -> ``new/``).
 
     ``return_path`` (the envelope sender, "" for a bounce) and
     ``delivered_to`` (``local@domain``), when given, are prepended as
-    qmail-local does.  Blocking: an async caller runs it in a thread.
-    Returns ok with the file's path as the reason, or temporary.
+    qmail-local does.  Returns ok with the file's path as the reason, or
+    temporary.
+
+    The event loop creates the file and links it; the syncer's threads
+    write it, fsync it and fsync ``new/``, that sync shared with the other
+    deliveries into the same Maildir that are waiting for one.
     """
     # No stat of tmp/, new/ and cur/ first: the open and the link fail with
     # ENOENT when they are missing, which _reason reports as #4.2.1.
     name = unique_name()
-    tmp = maildir / "tmp" / name
-    new = maildir / "new" / name
+    base = os.fspath(maildir)
+    tmp = os.path.join(base, "tmp", name)
+    new = os.path.join(base, "new", name)
     try:
         # O_EXCL: maildir(5) says a tmp/ name that exists means "try again".
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return Outcome.temporary(f"unique name {name} already in tmp/ of {maildir} (#4.3.0)")
     except OSError as err:
         return Outcome.temporary(_reason(err, maildir))
+    head = b""
+    if return_path is not None:
+        head += rpline(return_path)
+    if delivered_to is not None:
+        head += dtline(delivered_to)
     try:
         try:
-            with os.fdopen(fd, "wb") as f:
-                if return_path is not None:
-                    f.write(rpline(return_path))
-                if delivered_to is not None:
-                    f.write(dtline(delivered_to))
-                for chunk in data_chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+            await syncer.write_fsync_close(fd, [head, *data_chunks] if head else data_chunks)
             os.link(tmp, new)
         finally:
-            tmp.unlink(missing_ok=True)
-        sync_new(maildir / "new")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        await syncer.fsync_dir(os.path.join(base, "new"))
     except OSError as err:
         return Outcome.temporary(_reason(err, maildir))
-    return Outcome.ok(str(new))
+    return Outcome.ok(new)

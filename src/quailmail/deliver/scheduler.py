@@ -354,13 +354,13 @@ class Scheduler:
                        domain_dir=ddir)  # fmt: skip
 
     async def _local_one(self, message: _Message, rcpt: _Rcpt, data: bytes) -> _Result:
+        # The server's setting (control/junkfolder, on unless 0/no/off); the
+        # domain's and the user's files override it (junk.junk_enabled).
+        enabled = (self.control.value("junkfolder") or "1") not in ("0", "no", "off")
         mailbox = self._mailbox(rcpt.address)
         if not mailbox.home.is_dir():
             return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")
         lf = data.replace(b"\r\n", b"\n")
-        # The server's setting (control/junkfolder, on unless 0/no/off); the
-        # domain's and the user's files override it (junk.junk_enabled).
-        enabled = (self.control.value("junkfolder") or "1") not in ("0", "no", "off")
         result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
         outcome = result.outcome
         if outcome.is_ok and result.forwards:
