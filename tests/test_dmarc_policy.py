@@ -178,7 +178,9 @@ def _client(tmp_path: Path, dns: ZoneServer, env: dict[str, str] | None = None) 
 
 
 def _message(data: bytes, sender: str) -> Message:
-    return Message(sender, ["joe@example.com"], [data], len(data))
+    # As the server hands it over: our Received: field first, then the client's.
+    received = b"Received: from client.test by mx.test; Sun, 22 Nov 2026 00:00:00 +0000\r\n"
+    return Message(sender, ["joe@example.com"], [received, data], len(received) + len(data))
 
 
 def test_evidence_of_earlier_checks_is_used(tmp_path: Path, zone: ZoneServer) -> None:

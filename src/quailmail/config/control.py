@@ -55,7 +55,7 @@ class FileCache:
         Other errors (permissions, a directory) propagate: a control file we
         cannot read is a temporary failure of the caller, never "empty".
         """
-        spath = os.fspath(path)
+        spath = path if isinstance(path, str) else os.fspath(path)
         slot = (spath, parse)
         try:
             st = os.stat(spath)
@@ -138,13 +138,20 @@ class Control:
         self.root = Path(root)
         self.dir = self.root / "control"
         self._cache = cache
+        self._files: dict[str, str] = {}  # name → path text: no Path built per call
 
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def _file(self, name: str) -> str:
+        found = self._files.get(name)
+        if found is None:
+            found = self._files[name] = os.path.join(self.dir, name)
+        return found
+
     def value(self, name: str, default: str | None = None) -> str | None:
         """A one-value file's value (`control_rldef`)."""
-        return self._cache.get(self.dir / name, parse_value, default)
+        return self._cache.get(self._file(name), parse_value, default)
 
     def int_value(self, name: str, default: int) -> int:
         """A number file (`databytes`, …); a value that is not a number is the default."""
@@ -162,13 +169,17 @@ class Control:
         return text is not None and text.strip() not in ("", "0")
 
     def lines(self, name: str) -> tuple[str, ...]:
-        return self._cache.get(self.dir / name, parse_lines, ())
+        return self._cache.get(self._file(name), parse_lines, ())
 
     def domains(self, name: str) -> frozenset[str]:
-        return self._cache.get(self.dir / name, parse_domains, frozenset())
+        return self._cache.get(self._file(name), parse_domains, frozenset())
 
     def mapping(self, name: str) -> Mapping[str, str]:
-        return self._cache.get(self.dir / name, parse_mapping, {})
+        return self._cache.get(self._file(name), parse_mapping, {})
+
+    def parsed(self, name: str, parse: Callable[[bytes], T], default: T) -> T:
+        """A control file through the caller's own parser (cached as the others)."""
+        return self._cache.get(self._file(name), parse, default)
 
     # -- the decisions qmail builds on these files --------------------------
 

@@ -36,5 +36,10 @@ def effective_env(env: Mapping[str, str], authenticated: bool) -> dict[str, str]
 
 
 def session_env(client: Client) -> dict[str, str]:
-    """The client's variables now (AUTH may have happened since the rules)."""
+    """The client's variables now (AUTH may have happened since the rules).
+    Without AUTH_ variables, the rules' own dict (read it, do not change it)."""
+    if client.auth_vars is None:
+        client.auth_vars = any(key.startswith((SET, UNSET)) for key in client.env)
+    if not client.auth_vars:
+        return client.env
     return effective_env(client.env, client.auth_user is not None)

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quailmail.auth.message import Message as ParsedMessage
+from quailmail.auth.message import parse_message
 from quailmail.config.control import Control
 from quailmail.core.dns import Resolver
 from quailmail.core.reply import Reply
@@ -32,6 +34,9 @@ class Client:
     # What checks learnt during the transaction, for later checks (cleared
     # at each MAIL FROM): "spf" → the SPF verdict of MAIL FROM, …
     evidence: dict[str, object] = field(default_factory=dict)
+    # None until asked: whether env has AUTH_SET_/AUTH_UNSET_ variables
+    # (authenv.session_env), which the rules fix once per connection.
+    auth_vars: bool | None = field(default=None, repr=False, compare=False)
 
     @property
     def relayclient(self) -> bool:
@@ -57,10 +62,25 @@ class Message:
     # Results of earlier DATA checks for later ones ("dkim" → DkimResult,
     # "domainkeys" → DomainKeysResult, "dmarc" → DmarcResult, …).
     evidence: dict[str, object] = field(default_factory=dict)
+    # client_message()'s parse, with the chunks list it parsed: a check that
+    # rewrites the message assigns a new list, which makes it stale.
+    _parsed: tuple[list[bytes], ParsedMessage] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def data(self) -> bytes:
         """The message as received (without the fields checks add)."""
         return b"".join(self.chunks)
+
+    def client_message(self) -> ParsedMessage:
+        """The client's message, without our Received: field (a signature
+        that over-signs Received would otherwise take ours for its own),
+        parsed once for every check that reads it."""
+        cached = self._parsed
+        if cached is None or cached[0] is not self.chunks:
+            parsed = parse_message(b"".join(self.chunks[1:]), crlf=True)
+            cached = self._parsed = (self.chunks, parsed)
+        return cached[1]
 
 
 @dataclass(frozen=True, slots=True)

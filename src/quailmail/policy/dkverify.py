@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from quailmail.auth import authres
 from quailmail.auth.dkim import DkimResult, DkimStatus, verify_dkim
 from quailmail.auth.domainkeys import DkStatus, DomainKeysResult, verify_domainkeys
-from quailmail.auth.message import parse_message
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -152,12 +151,14 @@ async def at_data(client: Client, message: Message) -> Reply | None:
     value = dkverify_value(client)
     if value is None:
         return None
-    # The client's message, without our Received: field (a signature that
-    # over-signs Received would otherwise take ours for its own).
-    parsed = parse_message(b"".join(message.chunks[1:]), crlf=True)
-    dkim, dk = await asyncio.gather(
-        verify_dkim(parsed, client.resolver), verify_domainkeys(parsed, client.resolver)
-    )
+    parsed = message.client_message()
+    if parsed.fields_by_name().get("domainkey-signature"):
+        dkim, dk = await asyncio.gather(
+            verify_dkim(parsed, client.resolver), verify_domainkeys(parsed, client.resolver)
+        )
+    else:  # nothing for DomainKeys to look up: no task for it to wait in
+        dkim = await verify_dkim(parsed, client.resolver)
+        dk = await verify_domainkeys(parsed, client.resolver)
     message.evidence[DKIM] = dkim
     message.evidence[DOMAINKEYS] = dk
     message.auth_results.extend(resinfos(dk, dkim))

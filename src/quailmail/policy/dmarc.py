@@ -31,7 +31,6 @@ import logging
 from quailmail.auth.authres import dmarc as dmarc_resinfo
 from quailmail.auth.dkim import DkimResult, verify_dkim
 from quailmail.auth.dmarc import DmarcResult, Policy, author_domain, dkim_identifiers, evaluate
-from quailmail.auth.message import parse_message
 from quailmail.auth.results import Result
 from quailmail.auth.spf.check import check_mailfrom
 from quailmail.auth.spf.result import SpfVerdict
@@ -47,7 +46,7 @@ QUARANTINE_FIELD = "X-Quail-Quarantine"
 async def check(client: Client, message: Message) -> Reply | None:
     if client.trusted:
         return None
-    parsed = parse_message(message.data(), crlf=True)
+    parsed = message.client_message()
     author = author_domain(parsed)
     if author.domain is None:
         # §6.6.1: no single author domain, no policy to look up.

@@ -46,7 +46,10 @@ def author_domain(message: Message) -> AuthorDomain:
 
 def from_value_domain(value: str) -> AuthorDomain:
     """The domain of a From field's value (a mailbox-list, RFC 5322 §3.6.2)."""
-    mailboxes = [part for part in split_mailboxes(value) if part.strip(" \t")]
+    if any(ch in value for ch in '",(\\'):
+        mailboxes = [part for part in split_mailboxes(value) if part.strip(" \t")]
+    else:  # no quotes, comments or commas: one mailbox, or none
+        mailboxes = [value] if value.strip(" \t") else []
     if not mailboxes:
         return AuthorDomain(None, "From has no address")
     domains: list[str] = []

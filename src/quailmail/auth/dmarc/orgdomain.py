@@ -20,6 +20,7 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     """The registered domain that `domain` belongs to, lowercase, e.g.
     `mail.example.co.uk` → `example.co.uk`.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_RI = 2**32 - 1  # ri is a 32-bit unsigned integer (§6.3)
 DEFAULT_RI = 86400
@@ -131,6 +132,7 @@ def is_dmarc_record(text: str) -> bool:
     return _VERSION.match(text) is not None
 
 
+@lru_cache(maxsize=1024)  # a domain's record repeats from message to message
 def parse_record(text: str) -> DmarcRecord:
     """Parse a DMARC record; raise DmarcRecordError when it cannot be used."""
     if not text.strip(_WSP):

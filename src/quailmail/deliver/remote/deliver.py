@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quailmail.config.control import CACHE, Control
+from quailmail.config.control import Control
 from quailmail.core.dns import Resolver
 from quailmail.deliver.remote.client import (
     SmtpClient,
@@ -56,7 +56,7 @@ class RemoteSettings:
         `timeoutremote`, `outgoingip`, `outgoingip6`."""
         me = control.value("me") or "localhost"
         helo = control.value("helohost") or me
-        routes = CACHE.get(control.path("smtproutes"), parse_smtproutes, Routes())
+        routes = control.parsed("smtproutes", parse_smtproutes, Routes())
         return cls(
             helo=helo,
             routes=routes,

@@ -34,6 +34,7 @@ client retry.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from pathlib import Path
 
@@ -100,8 +101,13 @@ def store_from(client: Client) -> Store | None:
 
         return store_for(url)
     if directory:
-        return FileStore(client.root / Path(directory))
+        return _file_store(client.root, directory)
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_store(root: Path, directory: str) -> FileStore:
+    return FileStore(root / directory)
 
 
 def _deny(text: str, ip: str) -> str:

@@ -36,18 +36,19 @@ class FileStore:
     def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
         self.directory = directory
         self.clock = clock
+        self._base = os.fspath(directory)
 
     async def visit(self, key: Key) -> Visit:
         return self.visit_now(key)
 
     def visit_now(self, key: Key) -> Visit:
         now = self.clock()
-        path = self.directory.joinpath(*key)
+        path = os.path.join(self._base, *key)
         try:
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
-                if self._create(path):
+                if self._create(Path(path)):
                     return Visit(None, now)
                 st = os.stat(path)  # another worker created it first
             # jgreylist's file_touch: atime = now, mtime kept.
