@@ -248,6 +248,8 @@ def address_domain(value: str) -> tuple[str, str] | None:
 
 def strip_comments(value: str) -> str:
     """The text with RFC 5322 comments removed (quoted strings and escapes respected)."""
+    if "(" not in value:
+        return value  # no comment can start: the text is kept as it is
     out: list[str] = []
     depth = 0
     quoted = False

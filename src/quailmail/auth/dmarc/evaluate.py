@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from quailmail.auth.dkim import DkimResult
 from quailmail.auth.dmarc.alignment import aligned, normalize_domain
@@ -152,29 +152,28 @@ def decide(
         spf_word == "pass" and spf_domain and aligned(spf_domain, from_domain, record.aspf)
     )
     dkim_domain = next((d for d, ok in pairs if ok and aligned(d, from_domain, record.adkim)), None)
-    base = DmarcResult(
-        Result.FAIL,
-        from_domain,
-        record=record,
-        record_domain=record_domain,
-        policy=policy,
-        spf_aligned=spf_aligned,
-        dkim_aligned=dkim_domain is not None,
-        dkim_domain=normalize_domain(dkim_domain) if dkim_domain is not None else None,
-    )
-    if base.dkim_domain is not None or spf_aligned:
+    dkim_aligned_domain = normalize_domain(dkim_domain) if dkim_domain is not None else None
+
+    def result(verdict: Result, reason: str, **extra: Any) -> DmarcResult:
+        return DmarcResult(
+            verdict, from_domain, reason, record=record, record_domain=record_domain,
+            policy=policy, spf_aligned=spf_aligned, dkim_aligned=dkim_domain is not None,
+            dkim_domain=dkim_aligned_domain, **extra,
+        )  # fmt: skip
+
+    if dkim_aligned_domain is not None or spf_aligned:
         said = []
-        if base.dkim_domain is not None:
-            said.append(f"DKIM d={base.dkim_domain} aligned")
+        if dkim_aligned_domain is not None:
+            said.append(f"DKIM d={dkim_aligned_domain} aligned")
         if spf_aligned and spf_domain:
             said.append(f"SPF {normalize_domain(spf_domain)} aligned")
-        return replace(base, result=Result.PASS, reason=", ".join(said))
+        return result(Result.PASS, ", ".join(said))
 
     disposition, sampled_out = _sample(policy, record.pct, rng)
     reason = f"{_spf_story(spf_word, spf_domain, record)}; {_dkim_story(pairs, record)}"
     if sampled_out:
         reason += f"; not in the pct={record.pct} sample"
-    return replace(base, reason=reason, disposition=disposition, sampled_out=sampled_out)
+    return result(Result.FAIL, reason, disposition=disposition, sampled_out=sampled_out)
 
 
 def _sample(policy: Policy, pct: int, rng: Sampler | None) -> tuple[Policy, bool]:
