@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ def _list_line(words: list[str], allow: bool) -> DnsList | None:
     return DnsList(zone, allow, naming)
 
 
+@functools.lru_cache(maxsize=4096)  # a busy client comes back: no parse each time
 def query_name(ip: str, dnslist: DnsList) -> str | None:
     """The name to look up for `ip` in the list, or None when the list is
     not asked for this kind of address."""

@@ -15,6 +15,7 @@ IPv4-mapped IPv6 addresses are IPv4 clients.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,7 @@ class Store(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)  # a busy client comes back: no parse each time
 def client_key(ip: str, *, by_ip: bool) -> Key:
     address = ipaddress.ip_address(ip)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
