@@ -138,3 +138,66 @@ def test_seed_line_with_real_maildrop(tmp_path: Path) -> None:
     (spam,) = (md / ".Junk" / "new").iterdir()
     # maildrop keeps preline's From_ line in a Maildir file, as Debian builds it.
     assert b"\nReturn-Path: <s@x.example>\nDelivered-To: joe@example.org\n" in spam.read_bytes()
+
+
+# -- Dovecot's dotlock on `subscriptions` --------------------------------------
+
+
+def test_waits_for_dovecots_lock_and_keeps_what_dovecot_wrote(tmp_path: Path) -> None:
+    """An IMAP SUBSCRIBE under way holds subscriptions.lock, writes the new
+    file into it and renames it over: we wait, then add Junk to its result."""
+    import os
+    import threading
+    import time
+
+    home = _home(tmp_path)
+    md = home / "Maildir"
+    (md / "subscriptions").write_text("V\t2\n\nINBOX\n")
+    lock = md / "subscriptions.lock"
+    lock.write_text("V\t2\n\nINBOX\nWork\n")  # Dovecot, mid-change
+
+    def dovecot_finishes() -> None:
+        time.sleep(0.3)
+        os.rename(lock, md / "subscriptions")
+
+    finisher = threading.Thread(target=dovecot_finishes)
+    finisher.start()
+    _deliver(home, SPAM)
+    finisher.join()
+    assert (md / "subscriptions").read_text() == "V\t2\n\nINBOX\nWork\nJunk\n"
+    assert not lock.exists()
+    assert _count(md / ".Junk") == 1
+
+
+def test_a_stale_lock_is_overridden(tmp_path: Path) -> None:
+    import os
+    import time
+
+    home = _home(tmp_path)
+    md = home / "Maildir"
+    lock = md / "subscriptions.lock"
+    lock.write_text("left by a dead process")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    _deliver(home, SPAM)
+    assert (md / "subscriptions").read_text() == "V\t2\n\nJunk\n"
+    assert not lock.exists()
+
+
+def test_a_lock_held_too_long_skips_the_subscription_not_the_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from quailmail.deliver import junk
+
+    monkeypatch.setattr(junk, "LOCK_WAIT", 0.2)
+    home = _home(tmp_path)
+    md = home / "Maildir"
+    (md / "subscriptions.lock").write_text("busy")
+    with caplog.at_level("WARNING", logger="quailmail.deliver"):
+        _deliver(home, SPAM)
+    assert _count(md / ".Junk") == 1  # delivered all the same
+    assert not (md / "subscriptions").exists()
+    assert "Junk not subscribed" in caplog.text
+    (md / "subscriptions.lock").unlink()
+    _deliver(home, SPAM)  # the next spam subscribes it
+    assert (md / "subscriptions").read_text() == "V\t2\n\nJunk\n"

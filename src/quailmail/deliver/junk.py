@@ -18,9 +18,13 @@ by `junk_enabled` (docs/control.md: ``junkfolder``).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from pathlib import Path
+
+log = logging.getLogger("quailmail.deliver")
 
 FOLDER = "Junk"
 COURIER_FILE = "courierimapsubscribed"
@@ -30,6 +34,14 @@ DOVECOT_FILE = "subscriptions"
 # an empty line, then one name a line (subscription-file.c); older files
 # without the header (version 1: names only) are read the same way.
 DOVECOT_HEADER = "V\t2\n\n"
+# Dovecot changes `subscriptions` under a dotlock, `subscriptions.lock`:
+# made with O_EXCL, filled with the new contents, renamed over the file
+# (subscription-file.c, file_dotlock_replace).  A lock unchanged for 30 s
+# is stale (its SUBSCRIPTION_FILE_CHANGE_TIMEOUT); Dovecot itself waits up
+# to 120 s, a delivery only LOCK_WAIT: an unsubscribed Junk is retried at
+# the next spam delivery, while the delivery slot is better given back.
+LOCK_STALE = 30.0
+LOCK_WAIT = 10.0
 
 # The field name is case-insensitive (RFC 5322 §1.2.2); maildrop patterns
 # are too, unless the D flag is given, and the seeds' pattern has none.
@@ -87,28 +99,80 @@ def _maildirmake_folder(folder: Path) -> None:
         marker.touch(mode=0o600)
 
 
-def _subscribe(path: Path, name: str, header: str = "") -> None:
-    """Append NAME to the subscription file PATH unless already listed."""
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(errors="replace")
+        return path.read_text(errors="replace")
     except FileNotFoundError:
-        text = ""
+        return ""
+
+
+def _subscribe(path: Path, name: str) -> None:
+    """Append NAME to Courier's subscription file PATH unless already listed
+    (what the seeds' mailfilter does with ``echo … >>``)."""
+    text = _read(path)
     if name in text.splitlines():
         return
     sep = "\n" if text and not text.endswith("\n") else ""
     with path.open("a") as f:
-        f.write(sep + (header if not text else "") + name + "\n")
+        f.write(sep + name + "\n")
     os.chmod(path, 0o600)
+
+
+def _dotlock(lock: Path, wait: float) -> int | None:
+    """Dovecot's dotlock on LOCK: the open fd, or None after WAIT seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass
+        try:
+            if time.time() - os.stat(lock).st_mtime > LOCK_STALE:
+                os.unlink(lock)  # its holder died; Dovecot overrides it too
+                continue
+        except FileNotFoundError:
+            continue  # released meanwhile
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _subscribe_dovecot(path: Path, name: str) -> None:
+    """Add NAME to Dovecot's subscription file PATH as Dovecot does: under
+    its dotlock, the whole new file written to the lock and renamed over."""
+    if name in _read(path).splitlines():
+        return  # read without the lock: Dovecot replaces the file by rename
+    lock = path.with_name(path.name + ".lock")
+    wait = LOCK_WAIT
+    fd = _dotlock(lock, wait)
+    if fd is None:
+        log.warning("%s: locked for over %.0f s; Junk not subscribed this time", lock, wait)
+        return
+    with os.fdopen(fd, "w") as f:
+        try:
+            text = _read(path)  # as the last holder left it
+            if name not in text.splitlines():
+                sep = "\n" if text and not text.endswith("\n") else ""
+                f.write((text + sep if text else DOVECOT_HEADER) + name + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                os.rename(lock, path)
+                return
+        except BaseException:
+            lock.unlink(missing_ok=True)
+            raise
+    lock.unlink()  # already listed: nothing to replace
 
 
 def ensure_junk_folder(maildir: Path) -> Path:
     """Create MAILDIR/.Junk as maildirmake does if it is missing and subscribe
-    it for Courier and Dovecot; returns the folder's path.  Blocking."""
+    it for Courier and Dovecot; returns the folder's path.  Blocking (it may
+    wait for Dovecot's lock): an async caller runs it in a thread."""
     folder = maildir / f".{FOLDER}"
     if not (folder / "new").is_dir():
         _maildirmake_folder(folder)
     _subscribe(maildir / COURIER_FILE, COURIER_NAME)
-    _subscribe(maildir / DOVECOT_FILE, FOLDER, DOVECOT_HEADER)
+    _subscribe_dovecot(maildir / DOVECOT_FILE, FOLDER)
     return folder
 
 

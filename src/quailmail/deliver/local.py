@@ -205,7 +205,7 @@ def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan 
 async def _maildir(path: Path, message: bytes, recipient: str, sender: str, spam: bool) -> Outcome:
     if spam and (path / "new").is_dir() and not junk.is_folder(path):
         try:
-            path = junk.ensure_junk_folder(path)
+            path = await asyncio.to_thread(junk.ensure_junk_folder, path)
         except OSError as err:
             return Outcome.temporary(f"unable to create Junk folder in {path}: {err.strerror}")
     return await deliver_maildir(path, [message], delivered_to=recipient, return_path=sender)
