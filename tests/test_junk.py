@@ -143,27 +143,31 @@ def test_seed_line_with_real_maildrop(tmp_path: Path) -> None:
 # -- Dovecot's dotlock on `subscriptions` --------------------------------------
 
 
-def test_waits_for_dovecots_lock_and_keeps_what_dovecot_wrote(tmp_path: Path) -> None:
+def test_waits_for_dovecots_lock_and_keeps_what_dovecot_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An IMAP SUBSCRIBE under way holds subscriptions.lock, writes the new
     file into it and renames it over: we wait, then add Junk to its result."""
     import os
-    import threading
-    import time
+
+    from quailmail.deliver import junk
 
     home = _home(tmp_path)
     md = home / "Maildir"
     (md / "subscriptions").write_text("V\t2\n\nINBOX\n")
     lock = md / "subscriptions.lock"
     lock.write_text("V\t2\n\nINBOX\nWork\n")  # Dovecot, mid-change
+    pauses: list[float] = []
 
-    def dovecot_finishes() -> None:
-        time.sleep(0.3)
-        os.rename(lock, md / "subscriptions")
+    def dovecot_finishes(seconds: float) -> None:
+        # Our first pause in the wait is when Dovecot completes its change.
+        pauses.append(seconds)
+        if lock.exists():
+            os.rename(lock, md / "subscriptions")
 
-    finisher = threading.Thread(target=dovecot_finishes)
-    finisher.start()
+    monkeypatch.setattr(junk.time, "sleep", dovecot_finishes)
     _deliver(home, SPAM)
-    finisher.join()
+    assert pauses  # it did wait
     assert (md / "subscriptions").read_text() == "V\t2\n\nINBOX\nWork\nJunk\n"
     assert not lock.exists()
     assert _count(md / ".Junk") == 1
