@@ -129,3 +129,19 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     yield make
     for running in started:
         running.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def maildir(path: Path) -> list[bytes]:
+    new = path / "new"
+    if not new.is_dir():
+        return []
+    return [p.read_bytes() for p in sorted(new.iterdir())]

@@ -10,7 +10,6 @@ import json
 import os
 import smtplib
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from quailmail.config.users import add_user
 from quailmail.dns.zoneserver import ZoneServer
 
 from dnsfixtures import has_ipv6_loopback
-from serverfixtures import QUAIL, Running, _wait_ready
+from serverfixtures import QUAIL, Running, _wait_ready, maildir, wait_for
 
 MESSAGE = (
     b"From: Joe <joe@sender.test>\r\nTo: someone\r\nSubject: %s\r\n"
@@ -33,22 +32,6 @@ MESSAGE = (
 def message(tag: str) -> bytes:
     t = tag.encode()
     return MESSAGE % (t, t, t)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
-def maildir(path: Path) -> list[bytes]:
-    new = path / "new"
-    if not new.is_dir():
-        return []
-    return [p.read_bytes() for p in sorted(new.iterdir())]
 
 
 def queue_ids(server: Running) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from quailmail.policy.base import Client, Message
 from quailmail.policy.evidence import evidence_or_compute
 
 from dnsfixtures import resolver_for
-from serverfixtures import Running
+from serverfixtures import Running, maildir, wait_for
 
 
 def mail(author: str, subject: str) -> bytes:
@@ -71,19 +70,6 @@ def send(server: Running, sender: str, data: bytes) -> None:
         assert client.sendmail(sender, ["joe@example.com"], data) == {}
 
 
-def maildir(path: Path) -> list[bytes]:
-    new = path / "new"
-    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
-
-
-def wait_for(predicate: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def queued(server: Running) -> list[str]:
     listed = server.quail("queue", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -116,7 +102,7 @@ def test_quarantine_is_delivered_to_junk(
     send(server, "spoof@elsewhere.test", mail("shop.test", "quarantined"))
     send(server, "someone@news.test", mail("news.test", "reported"))
     home = server.root / "domains" / "example.com" / "joe" / "Maildir"
-    wait_for(lambda: maildir(home) and maildir(home / ".Junk"), "inbox and Junk")
+    wait_for(lambda: maildir(home) and maildir(home / ".Junk"), timeout=60, what="inbox and Junk")
     (junk,) = maildir(home / ".Junk")
     (inbox,) = maildir(home)
     assert b"Subject: quarantined" in junk
@@ -154,7 +140,7 @@ def test_aligned_spf_or_dkim_passes(
     signed = sign_dkim(parse_message(unsigned), key, selector="sel", domain="signed.test")
     send(server, "bounces@elsewhere.test", signed + unsigned)
     home = server.root / "domains" / "example.com" / "joe" / "Maildir"
-    wait_for(lambda: len(maildir(home)) == 2, "two deliveries")
+    wait_for(lambda: len(maildir(home)) == 2, timeout=60, what="two deliveries")
     got = b"\n".join(maildir(home))
     assert b"dmarc=pass (p=reject dis=none) header.from=good.test" in got
     assert b"dmarc=pass (p=reject dis=none) header.from=signed.test" in got

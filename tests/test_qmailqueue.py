@@ -8,7 +8,6 @@ import os
 import smtplib
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from quailmail.queue.qmailqueue import (
     reply_for_exit,
 )
 
-from serverfixtures import QUAIL, Running
+from serverfixtures import QUAIL, Running, wait_for
 
 DATA = Path(__file__).parent / "data" / "qmailqueue"
 QMAIL_QUEUE = str(Path(sys.executable).with_name("quail-qmail-queue"))
@@ -197,15 +196,6 @@ def rules(text: str) -> Callable[[Path], None]:
     return setup
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def delivered(server: Running) -> list[bytes]:
     new = server.root / "alias" / "Maildir" / "new"
     return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
@@ -227,7 +217,7 @@ def test_a_chain_of_filters_ends_queued_and_delivered(
         client.rcpt("postmaster@mx.test")
         code, text = client.data(MESSAGE)
     assert code == 250 and text.startswith(b"2.0.0 ok ") and b" qp " in text
-    wait_for(lambda: delivered(server), "delivery to alias/Maildir")
+    wait_for(lambda: delivered(server), what="delivery to alias/Maildir")
     [mail] = delivered(server)
     head = mail.split(b"\n\n", 1)[0]
     lines = head.split(b"\n")
@@ -240,7 +230,7 @@ def test_a_chain_of_filters_ends_queued_and_delivered(
     assert mail.endswith(b"Subject: chain\n\nhello\n")
     assert "queued through QMAILQUEUE" in log_of(server)
     # The message went through the inject shard: nothing of it stays queued.
-    wait_for(lambda: not list(QueueSet(server.root / "queue").messages()), "an empty queue")
+    wait_for(lambda: not list(QueueSet(server.root / "queue").messages()), what="an empty queue")
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from quailmail.config.tcprules import compile_rules
 from quailmail.config.users import add_user
 from quailmail.dns.zoneserver import ZoneServer
 
-from serverfixtures import Running, free_port
+from serverfixtures import Running, free_port, maildir, wait_for
 from spamdfixtures import GTUBE, Spamd
 
 pytestmark = pytest.mark.peer
@@ -86,19 +85,6 @@ def queued_headers(server: Running) -> dict[str, str]:
     return out
 
 
-def maildir(path: Path) -> list[bytes]:
-    new = path / "new"
-    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
-
-
-def wait_for(predicate: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_gtube_goes_to_junk_clean_to_inbox(
     server_factory: Callable[..., Running], spamd: Spamd, dns_server: ZoneServer
 ) -> None:
@@ -106,7 +92,7 @@ def test_gtube_goes_to_junk_clean_to_inbox(
     send(server, message("clean"))
     send(server, message("gtube", GTUBE))
     home = server.root / "domains" / "example.com" / "joe" / "Maildir"
-    wait_for(lambda: maildir(home) and maildir(home / ".Junk"), "inbox and Junk")
+    wait_for(lambda: maildir(home) and maildir(home / ".Junk"), timeout=60, what="inbox and Junk")
     (inbox,) = maildir(home)
     (junk,) = maildir(home / ".Junk")
     assert b"Subject: clean" in inbox and b"Subject: gtube" in junk

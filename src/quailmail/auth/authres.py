@@ -23,7 +23,9 @@ from quailmail.auth.spf.result import HELO, SpfResult, SpfVerdict
 
 if TYPE_CHECKING:
     from quailmail.auth.adsp import AdspResult
+    from quailmail.auth.dkim import DkimResult
     from quailmail.auth.dmarc import DmarcResult
+    from quailmail.auth.domainkeys import DomainKeysResult
 
 HEADER_B_CHARS = 12
 _UNSAFE_COMMENT = re.compile(r"[()\\\r\n]")
@@ -77,6 +79,17 @@ def method(name: str, verdict: Verdict) -> str:
 
 def none_method(name: str, reason: str) -> str:
     return f"{name}={Result.NONE.value} {comment(reason)}".rstrip()
+
+
+def domainkeys_and_dkim(dk: DomainKeysResult, dkim: DkimResult) -> list[str]:
+    """`domainkeys=…` first, then one `dkim=…` per signature (or `dkim=none`),
+    as the seeds print them: `domainkeys=pass (ok); dkim=pass (ok)`."""
+    out = [method("domainkeys", dk)]
+    if dkim.signatures:
+        out.extend(method("dkim", s) for s in dkim.signatures)
+    else:
+        out.append(none_method("dkim", dkim.reason))
+    return out
 
 
 def dmarc(result: DmarcResult) -> str:

@@ -49,16 +49,14 @@ from quailmail.auth.dkim import DkimResult, DkimStatus, verify_dkim
 from quailmail.auth.message import parse_message
 from quailmail.auth.results import Result
 from quailmail.cli.common import CliError, add_dns_options, control_value, standalone
-from quailmail.cli.qmailqueue import read_all, read_envelope
+from quailmail.cli.qmailqueue import read_input
 from quailmail.dns.resolver import make_resolver
 from quailmail.queue.qmailqueue import (
     EXIT_CONFIG,
     EXIT_EXEC,
-    EXIT_READ,
     EXIT_REFUSED,
     EXIT_TEMP_REFUSED,
     EXIT_WRITE,
-    EnvelopeError,
     encode_envelope,
 )
 
@@ -126,13 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), code=EXIT_CONFIG) from None
     mta = control_value(root, "me") or socket.getfqdn()
-    try:
-        data = read_all(0)
-        sender, recipients = read_envelope(1)
-    except EnvelopeError as exc:
-        raise CliError(str(exc), code=exc.code) from None
-    except OSError as exc:
-        raise CliError(f"cannot read: {exc.strerror or exc}", code=EXIT_READ) from None
+    data, sender, recipients = read_input()
 
     result = asyncio.run(verify_dkim(parse_message(data), resolver))
     field = header(result, sender, mta)

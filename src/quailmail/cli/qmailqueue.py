@@ -79,6 +79,19 @@ def read_envelope(fd: int) -> tuple[str, list[str]]:
             return parsed
 
 
+def read_input() -> tuple[bytes, str, list[str]]:
+    """The qmail-queue protocol's input: the message on fd 0, the envelope
+    on fd 1; a CliError with qmail-queue's exit code when they cannot be read."""
+    try:
+        data = read_all(0)
+        sender, recipients = read_envelope(1)
+    except EnvelopeError as exc:
+        raise CliError(str(exc), code=exc.code) from None
+    except OSError as exc:
+        raise CliError(f"cannot read: {exc.strerror or exc}", code=EXIT_READ) from None
+    return data, sender, recipients
+
+
 def _die_late(signum: int, frame: object) -> None:
     os._exit(EXIT_TIMEOUT)
 
@@ -91,13 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"no queue at {root / 'queue'}", code=EXIT_QUEUE)
     signal.signal(signal.SIGALRM, _die_late)
     signal.alarm(DEATH)
-    try:
-        data = read_all(0)
-        sender, recipients = read_envelope(1)
-    except EnvelopeError as exc:
-        raise CliError(str(exc), code=exc.code) from None
-    except OSError as exc:
-        raise CliError(f"cannot read: {exc.strerror or exc}", code=EXIT_READ) from None
+    data, sender, recipients = read_input()
     if not recipients:
         # qmail-queue queues such a message and qmail-send has nobody to
         # deliver it to: nothing to keep.

@@ -71,16 +71,6 @@ def domainkeys_json(result: DomainKeysResult) -> dict[str, Any]:
     }
 
 
-def resinfos(dkim: DkimResult, dk: DomainKeysResult) -> list[str]:
-    """domainkeys first, then one dkim= per signature, as the seeds print them."""
-    out = [authres.method("domainkeys", dk)]
-    if dkim.signatures:
-        out.extend(authres.method("dkim", s) for s in dkim.signatures)
-    else:
-        out.append(authres.none_method("dkim", dkim.reason))
-    return out
-
-
 async def _judge(
     data: bytes, resolver: Resolver, options: VerifyOptions, clock: Clock
 ) -> tuple[DkimResult, DomainKeysResult]:
@@ -113,7 +103,7 @@ async def _run(args: argparse.Namespace) -> int:
                 {"file": name, "dkim": dkim_json(dkim), "domainkeys": domainkeys_json(dk)}
             )
         else:
-            line = authres.authentication_results(server_id, resinfos(dkim, dk))
+            line = authres.authentication_results(server_id, authres.domainkeys_and_dkim(dk, dkim))
             if many:
                 line = f"{name}: {line}"
         print(line, flush=True)

@@ -27,10 +27,10 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from quailmail.core.files import fsync_dir
+from quailmail.core.files import fsync_dir, write_all
 
 THREADS = 2  # batches in parallel: a disk takes more than one flush at a time
 
@@ -94,7 +94,7 @@ class Syncer:
             for kind, target, chunks, _ in batch:
                 if kind == _DIR:
                     if target not in dirs:
-                        dirs[target] = _run(_sync_dir, target, chunks)
+                        dirs[target] = _run(fsync_dir, target)
                     results.append(dirs[target])
                 else:
                     results.append(_run(_write_file, target, chunks))
@@ -102,24 +102,18 @@ class Syncer:
                 loop.call_soon_threadsafe(_answer, batch, results)
 
 
-def _run(job: Any, target: Any, chunks: Sequence[bytes]) -> BaseException | None:
+def _run(job: Callable[..., None], *args: Any) -> BaseException | None:
     try:
-        job(target, chunks)
+        job(*args)
     except BaseException as exc:  # handed to the waiting coroutine
         return exc
     return None
 
 
-def _sync_dir(path: str, _chunks: Sequence[bytes]) -> None:
-    fsync_dir(path)
-
-
 def _write_file(fd: int, chunks: Sequence[bytes]) -> None:
     try:
         for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -62,12 +62,17 @@ def is_spam(message: bytes) -> bool:
     return any(_SPAM.match(line) for line in header_of(message).splitlines())
 
 
+def switched_on(text: str) -> bool:
+    """A `junkfolder` file's value: on unless `0`, `no` or `off`."""
+    return text.strip() not in {"0", "no", "off"}
+
+
 def _flag(path: Path) -> bool | None:
     try:
-        text = path.read_text(errors="replace").strip()
+        text = path.read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return text not in {"0", "no", "off"}
+    return switched_on(text)
 
 
 def junk_enabled(

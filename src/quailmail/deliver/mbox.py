@@ -15,6 +15,7 @@ import re
 import time
 from pathlib import Path
 
+from quailmail.core.files import write_all
 from quailmail.core.outcome import Outcome
 
 from .maildir import dtline, rpline
@@ -43,9 +44,7 @@ def deliver_mbox(path: Path, message: bytes, *, delivered_to: str, return_path: 
         fcntl.flock(fd, fcntl.LOCK_EX)
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError as err:
             os.ftruncate(fd, start)

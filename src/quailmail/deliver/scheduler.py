@@ -43,6 +43,7 @@ from quailmail.config.users import domain_dir
 from quailmail.core.clock import Clock, SystemClock
 from quailmail.core.dns import Resolver
 from quailmail.core.outcome import Outcome
+from quailmail.deliver import junk
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
 from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
 from quailmail.deliver.remote import (
@@ -356,7 +357,7 @@ class Scheduler:
     async def _local_one(self, message: _Message, rcpt: _Rcpt, data: bytes) -> _Result:
         # The server's setting (control/junkfolder, on unless 0/no/off); the
         # domain's and the user's files override it (junk.junk_enabled).
-        enabled = (self.control.value("junkfolder") or "1") not in ("0", "no", "off")
+        enabled = junk.switched_on(self.control.value("junkfolder") or "1")
         mailbox = self._mailbox(rcpt.address)
         if not mailbox.home.is_dir():
             return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")

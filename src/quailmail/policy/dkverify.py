@@ -128,17 +128,6 @@ def decide(letters: Letters, dk: DomainKeysResult, dkim: DkimResult) -> Reply | 
     return asked[0].reply if asked else None
 
 
-def resinfos(dk: DomainKeysResult, dkim: DkimResult) -> list[str]:
-    """`domainkeys=…` first, then one `dkim=…` per signature (the seeds'
-    `domainkeys=pass (ok); dkim=pass (ok)`)."""
-    out = [authres.method("domainkeys", dk)]
-    if dkim.signatures:
-        out.extend(authres.method("dkim", s) for s in dkim.signatures)
-    else:
-        out.append(authres.none_method("dkim", dkim.reason))
-    return out
-
-
 def dkverify_value(client: Client) -> str | None:
     """DKVERIFY as this session sees it, or None when not to verify."""
     env = session_env(client)
@@ -161,7 +150,7 @@ async def at_data(client: Client, message: Message) -> Reply | None:
         dk = await verify_domainkeys(parsed, client.resolver)
     message.evidence[DKIM] = dkim
     message.evidence[DOMAINKEYS] = dk
-    message.auth_results.extend(resinfos(dk, dkim))
+    message.auth_results.extend(authres.domainkeys_and_dkim(dk, dkim))
     log.info(
         "%s: DomainKeys %s (%s), DKIM %s (%s) for <%s>",
         client.ip, dk.status.letter, dk.result.value, dkim.status.letter, dkim.result.value,
