@@ -144,6 +144,35 @@ def test_greylisted_then_accepted_over_ipv4(
     assert "jgreylist: 192.0.2.200: OK known" in log
 
 
+def test_a_passed_client_is_remembered_for_a_minute(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    """Once passed, a key is decided from memory for KNOWN_FOR seconds: no
+    stat and no utime of its file (its atime lags); a deleted entry
+    greylists again only after that."""
+    grey = tmp_path / "jgreylist"
+    entry = grey / "192" / "000" / "002"
+    entry.parent.mkdir(parents=True)
+    entry.touch()
+    os.utime(entry, (time.time(), time.time() - 3600))  # passed an hour ago
+    # One worker: the memory is each process's own.
+    server = _serve(
+        server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n', control={"workers": "1"}
+    )
+    assert _codes(finals(talk(server.smtp, proxied="192.0.2.7"))) == [
+        "220", "250", "250", "250", "221",
+    ]  # fmt: skip
+    assert entry.stat().st_atime >= time.time() - 60  # looked up and touched
+    os.utime(entry, (1_000_000, entry.stat().st_mtime))
+    assert finals(talk(server.smtp, proxied="192.0.2.8"))[2].startswith("250 ")
+    assert entry.stat().st_atime == 1_000_000  # decided from memory: not touched
+    entry.unlink()
+    assert finals(talk(server.smtp, proxied="192.0.2.9"))[2].startswith("250 ")
+    assert not entry.exists()  # still remembered: the store was not asked
+    log = server.log_path.read_text()
+    assert log.count("OK known") == 3
+
+
 def test_ipv6_clients_by_64_and_by_address(
     server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ from quailmail.auth.results import Result
 from quailmail.auth.spf.check import check_mailfrom
 from quailmail.auth.spf.result import SpfVerdict
 from quailmail.core.reply import Reply
+from quailmail.policy import spf as spf_policy
 from quailmail.policy.base import Client, Message
 from quailmail.policy.evidence import evidence_or_compute
 
@@ -59,7 +60,7 @@ async def check(client: Client, message: Message) -> Reply | None:
         async def spf() -> SpfVerdict:
             return await check_mailfrom(
                 client.ip, message.sender, client.helo or "", client.resolver,
-                receiver=client.hostname,
+                receiver=client.hostname, memo=spf_policy.VERDICTS,
             )  # fmt: skip
 
         dkim_result = await evidence_or_compute(message.evidence, "dkim", DkimResult, dkim)

@@ -46,6 +46,7 @@ from quailmail.auth.spf import (
     SpfVerdict,
     check_mailfrom,
 )
+from quailmail.auth.spf.memo import SpfMemo
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -68,6 +69,10 @@ _MAX_REPLY_LINE = 400
 # Keys of `Client.evidence` (cleared at every MAIL FROM).
 EVIDENCE = "spf"  # the SpfVerdict of MAIL FROM, for later checks (DMARC)
 _REFUSAL = "spf.refusal"  # the Reply every RCPT gets
+
+# MAIL FROM verdicts of this process, reused while their DNS answers stand
+# (auth/spf/memo.py): a busy sender's next message costs no evaluation.
+VERDICTS = SpfMemo()
 
 
 def parse_level(text: str | None) -> int:
@@ -144,6 +149,7 @@ async def at_mail(client: Client, sender: str) -> Reply | None:
         receiver=client.hostname,
         default_explanation=explanation,
         local=local_policy(client),
+        memo=VERDICTS,
     )
     client.evidence[EVIDENCE] = verdict
     log.info("%s: SPF %s for <%s> (%s)", client.ip, verdict.result.value, sender, verdict.reason)

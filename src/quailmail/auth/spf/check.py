@@ -21,6 +21,7 @@ from quailmail.auth.spf.evaluate import (
     split_sender,
     well_formed,
 )
+from quailmail.auth.spf.memo import Recorder, SpfMemo
 from quailmail.auth.spf.result import HELO, MAILFROM, SpfResult, SpfVerdict
 from quailmail.core.clock import Clock
 from quailmail.core.dns import Resolver
@@ -108,11 +109,26 @@ async def check_mailfrom(
     clock: Clock | None = None,
     time_limit: float | None = TIME_LIMIT,
     local: LocalPolicy | None = None,
+    memo: SpfMemo | None = None,
 ) -> SpfVerdict:
     """The MAIL FROM identity (§2.4); a null reverse-path ("") is checked
     as postmaster@<helo>.  `local` adds a receiver's own rules and best
-    guess (qmail-spf's spfrules / spfguess; see LocalPolicy)."""
+    guess (qmail-spf's spfrules / spfguess; see LocalPolicy).  `memo`
+    reuses the verdict of the same inputs while its DNS answers stand
+    (memo.py); not with a `clock` of the caller's."""
     sender = mail_from or f"postmaster@{helo}"
+    if memo is not None and clock is None:
+        key = (str(ip), sender, helo, receiver, default_explanation, time_limit, local)
+        kept = await memo.get(key, resolver)
+        if kept is not None:
+            return kept
+        recorder = Recorder(resolver)
+        verdict = await check_mailfrom(
+            ip, mail_from, helo, recorder, receiver=receiver,
+            default_explanation=default_explanation, time_limit=time_limit, local=local,
+        )  # fmt: skip
+        memo.put(key, verdict, recorder.reads)
+        return verdict
     return await run_check(
         ip,
         split_sender(sender)[1],

@@ -17,6 +17,16 @@ command, with the knobs it reads from the environment (tcprules):
 - `JGREYLIST_LOG`: non-zero (the default) → log each disposition in
   jgreylist's words (`GREY first time`, `GREY too soon`, `OK known`, …).
 
+A passed client (`OK known`) is remembered in memory for `KNOWN_FOR`
+seconds per store and key: its next connections in that time are decided
+from the remembered first sighting, without a `stat` and a `utime` of its
+file (or a Redis round trip) each.  Only passed keys are remembered, since
+a first sighting never changes while its entry lives, and a key still
+within its hold time is always looked up; the cost is that the entry's
+last sighting (atime) lags by at most a minute, which `quail greylist
+clean`, counting in days, does not see, and that an entry deleted by hand
+greylists its client again up to a minute later.
+
 Numbers are read as jgreylist's `getenv_int` reads them (C `atoi`: leading
 digits, anything else 0; unset or empty: the default).
 
@@ -36,6 +46,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import time
 from pathlib import Path
 
 from quailmail.core.dns import DnsStatus
@@ -43,13 +54,18 @@ from quailmail.core.reply import Reply
 from quailmail.policy.base import Client, UntilAuth
 from quailmail.policy.dnsbl import sanitize
 from quailmail.policy.greylist.files import FileStore
-from quailmail.policy.greylist.store import Store, StoreError, Visit, client_key
+from quailmail.policy.greylist.store import Key, Store, StoreError, Visit, client_key
 
 log = logging.getLogger("quailmail.policy.greylist")
 
 DEFAULT_HOLDTIME = 120
 GREY1 = "Try again later."  # jgreylist's words, first sighting
 GREY2 = "I said to try later."  # … and within the hold time
+KNOWN_FOR = 60.0  # seconds a passed key is decided from memory
+_KNOWN_MAX = 65536  # remembered keys per process; the memory starts over past it
+
+# (store, key) → (first sighting, when remembered, monotonic): passed keys.
+_known: dict[tuple[Store, Key], tuple[float, float]] = {}
 
 
 class Verdict(enum.Enum):
@@ -144,16 +160,32 @@ async def check(client: Client) -> Reply | None:
             note("DENY no reverse DNS")
             return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip))
     key = client_key(ip, by_ip=getenv_int(env, "JGREYLIST_BY_IP", 0) != 0)
+    holdtime = getenv_int(env, "JGREYLIST_HOLDTIME", DEFAULT_HOLDTIME)
     try:
         store = store_from(client)
         if store is None:
+            return None
+        remembered = _known.get((store, key))
+        if (
+            remembered is not None
+            and time.monotonic() - remembered[1] < KNOWN_FOR
+            and decide(Visit(remembered[0], time.time()), holdtime) is Verdict.KNOWN
+        ):
+            note(Verdict.KNOWN.value)
             return None
         visit = await store.visit(key)
     except StoreError as exc:
         log.error("jgreylist: %s: store failed: %s", ip, exc)
         return UntilAuth(451, "4.3.0", "greylisting unavailable, try again later")
-    verdict = decide(visit, getenv_int(env, "JGREYLIST_HOLDTIME", DEFAULT_HOLDTIME))
+    verdict = decide(visit, holdtime)
     note(verdict.value)
+    if verdict is Verdict.KNOWN:
+        assert visit.first_seen is not None
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[(store, key)] = (visit.first_seen, time.monotonic())
+        return None
+    _known.pop((store, key), None)
     if verdict is Verdict.FIRST:
         return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1)
     if verdict is Verdict.TOO_SOON:
