@@ -23,7 +23,7 @@ from quailmail.policy.greylist import Verdict, decide, getenv_int
 from quailmail.policy.greylist.files import FileStore
 from quailmail.policy.greylist.store import Visit, client_key
 
-from policyfixtures import SESSION, finals, talk, write_rules
+from policyfixtures import SESSION, finals, talk, v1_header, write_rules
 from serverfixtures import QUAIL, Running, free_port
 
 GREY1 = "450 4.7.1 GREYLIST Try again later."
@@ -171,6 +171,53 @@ def test_a_passed_client_is_remembered_for_a_minute(
     assert not entry.exists()  # still remembered: the store was not asked
     log = server.log_path.read_text()
     assert log.count("OK known") == 3
+
+
+def test_jgreylist_limit_hangs_up_at_the_limits_rcpt(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    server = _serve(
+        server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}",JGREYLIST_LIMIT="3"\n'
+    )
+    script = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n" + b"RCPT TO:<x@mx.test>\r\n" * 5
+    replies = finals(talk(server.smtp, script + b"QUIT\r\n", proxied="192.0.2.7"))
+    # MAIL is refused, so RCPTs get 503: each counts, as jgreylist counts them.
+    assert _codes(replies) == ["220", "250", "450", "503", "503", "421"]
+    assert replies[-1] == "421 4.7.0 Too many RCPT commands, goodbye."  # and closed
+    assert "192.0.2.7: HANGUP too many RCPT commands" in server.log_path.read_text()
+    # Fewer RCPTs than the limit: the conversation ends with the client's QUIT.
+    two = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n" + b"RCPT TO:<x@mx.test>\r\n" * 2
+    assert _codes(finals(talk(server.smtp, two + b"QUIT\r\n", proxied="192.0.2.7")))[-1] == "221"
+
+
+def test_jgreylist_timeout_ends_the_refused_conversation(
+    server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
+) -> None:
+    """JGREYLIST_TIMEOUT="1" is raised to jgreylist's minimum, 5 s."""
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    server = _serve(
+        server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}",JGREYLIST_TIMEOUT="1"\n'
+    )
+    with socket.create_connection(("127.0.0.1", server.smtp), timeout=15) as sock:
+        sock.sendall(v1_header("192.0.2.7", 40000, "127.0.0.1", server.smtp))
+        start = time.monotonic()
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+        waited = time.monotonic() - start
+    lines = received.decode().splitlines()
+    assert lines[0].startswith("220 ") and lines[-1].startswith("421 ")
+    assert 4.5 <= waited < 10
+
+
+def test_jgreylist_limits_as_jgreylist_reads_them() -> None:
+    assert greylist._limits({}) == (0, 60.0)
+    assert greylist._limits({"JGREYLIST_LIMIT": "10", "JGREYLIST_TIMEOUT": "90"}) == (10, 90.0)
+    assert greylist._limits({"JGREYLIST_TIMEOUT": "1"}) == (0, 5.0)
+    assert greylist._limits({"JGREYLIST_TIMEOUT": "9999", "JGREYLIST_LIMIT": "x"}) == (0, 300.0)
 
 
 def test_ipv6_clients_by_64_and_by_address(

@@ -84,7 +84,20 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class UntilAuth(Reply):
+class Conversation(Reply):
+    """A connection check's refusal with limits on the conversation that
+    follows it, as jgreylist's fake SMTP conversation has them: the
+    `rcpt_limit`-th RCPT is answered 421 and the connection closed
+    (`JGREYLIST_LIMIT`; 0: no limit), and the connection is closed with a
+    421 `time_limit` seconds after the greeting (`JGREYLIST_TIMEOUT`; None:
+    only the server's idle timeout)."""
+
+    rcpt_limit: int = 0
+    time_limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UntilAuth(Conversation):
     """A connection check's refusal that holds until the client
     authenticates: AUTH (and STARTTLS, to reach it) stay open, and a
     successful AUTH lifts it.  Greylisting's, since an authenticated client

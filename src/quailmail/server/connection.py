@@ -32,7 +32,7 @@ from quailmail.net import proxy
 from quailmail.net.addresses import in_networks, plain
 from quailmail.net.listeners import Listener
 from quailmail.policy import pipeline
-from quailmail.policy.base import Client, Message, UntilAuth
+from quailmail.policy.base import Client, Conversation, Message, UntilAuth
 from quailmail.queue import QueueError
 from quailmail.server import qmailqueue
 from quailmail.server.names import verified_name
@@ -40,6 +40,7 @@ from quailmail.server.state import ServerState
 from quailmail.smtp import (
     NEED_DATA,
     PAUSED,
+    RCPT_LIMIT_REACHED,
     AuthRequest,
     Connected,
     ConnectionClosed,
@@ -63,6 +64,8 @@ _PROXY_TIMEOUT = 10.0  # seconds for a trusted proxy to send its header
 # lets the client log in (and start TLS to do so), and AUTH lifts it.
 _REFUSED = (MailFrom, RcptTo, DataReady, AuthRequest, StartTls)
 _GREY_REFUSED = (MailFrom, RcptTo, DataReady)
+# jgreylist's answer at JGREYLIST_LIMIT (its words), before it hangs up.
+_TOO_MANY_RCPTS = Reply(421, "4.7.0", "Too many RCPT commands, goodbye.")
 
 
 class SmtpConnection(asyncio.Protocol):
@@ -264,6 +267,12 @@ class SmtpConnection(asyncio.Protocol):
         except Exception:  # a check's bug must not leave the client hanging
             log.exception("%s: connection checks failed", self.remote_ip)
             self.refusal = Reply(451, "4.3.0", "temporary failure, try again later")
+        refusal = self.refusal
+        if isinstance(refusal, Conversation):
+            if refusal.time_limit is not None:
+                self.loop.call_later(refusal.time_limit, self._conversation_over, refusal)
+            if refusal.rcpt_limit and self.session is not None:
+                self.session.limit_rcpt_commands(refusal.rcpt_limit, _TOO_MANY_RCPTS)
         if delay > 0:
             self.loop.call_later(delay, self._greet)
         else:
@@ -332,6 +341,8 @@ class SmtpConnection(asyncio.Protocol):
                 return
             assert isinstance(event, Event)
             if isinstance(event, ConnectionClosed):
+                if event.reason == RCPT_LIMIT_REACHED:
+                    log.info("%s: HANGUP %s", self.remote_ip, RCPT_LIMIT_REACHED)  # jgreylist
                 self._flush()
                 self._close()
                 return
@@ -528,6 +539,8 @@ class SmtpConnection(asyncio.Protocol):
             log.info("%s: AUTH %s failed for %r", self.remote_ip, event.mechanism, event.username)
         elif isinstance(self.refusal, UntilAuth):
             self.refusal = None  # an authenticated client is never greylisted
+            if self.session is not None:
+                self.session.limit_rcpt_commands(0)
         return result.reply
 
     async def _start_tls(self) -> None:
@@ -577,6 +590,17 @@ class SmtpConnection(asyncio.Protocol):
         if self.session is None:
             self._close()
             return
+        self.session.timed_out()
+        self._pump()
+        self._close()
+
+    def _conversation_over(self, refusal: Conversation) -> None:
+        """The refused conversation lasted its `time_limit` (jgreylist's
+        JGREYLIST_TIMEOUT): 421 and close, unless AUTH lifted the refusal."""
+        if self.closed or self.session is None or self.refusal is not refusal:
+            return
+        log.info("%s: refused conversation timed out after %.0f s", self.remote_ip,
+                 refusal.time_limit or 0)  # fmt: skip
         self.session.timed_out()
         self._pump()
         self._close()

@@ -22,11 +22,12 @@ from quailmail.smtp.events import (
 )
 from quailmail.smtp.paths import Path, PathError, parse_path
 from quailmail.smtp.received import address_literal, received_header, with_protocol
-from quailmail.smtp.session import ProtocolError, Session, State
+from quailmail.smtp.session import RCPT_LIMIT_REACHED, ProtocolError, Session, State
 
 __all__ = [
     "NEED_DATA",
     "PAUSED",
+    "RCPT_LIMIT_REACHED",
     "AuthRequest",
     "Connected",
     "ConnectionClosed",

@@ -102,6 +102,9 @@ class _Transaction:
     chunks: ChunkReader | None = None  # set by the first BDAT
 
 
+RCPT_LIMIT_REACHED = "too many RCPT commands"  # ConnectionClosed.reason (limit_rcpt_commands)
+
+
 class Session:
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
@@ -121,6 +124,8 @@ class Session:
         self._bdat_last = False
         self._bdat_refusal: Reply | None = None
         self._sasl: SaslExchange | None = None
+        self._rcpt_limit: tuple[int, Reply] | None = None  # limit_rcpt_commands
+        self._rcpt_commands = 0
         self.errors = 0
         self.helo: str | None = None
         self.extended = False
@@ -244,6 +249,13 @@ class Session:
         self._discard_input()
         if self._state is State.TLS:
             self._state = State.COMMAND
+
+    def limit_rcpt_commands(self, limit: int, reply: Reply | None = None) -> None:
+        """From now on, the `limit`-th RCPT command (counted from the start,
+        whatever its fate) is answered `reply` and the session closed, as
+        jgreylist's JGREYLIST_LIMIT hangs up on a refused client that keeps
+        trying recipients; 0 lifts the limit."""
+        self._rcpt_limit = (limit, reply) if limit > 0 and reply is not None else None
 
     def early_talker(self) -> None:
         """The client spoke during GREETDELAY, before our greeting: refuse and
@@ -434,6 +446,11 @@ class Session:
         self._emit(MailFrom(args.path, args.params))
 
     def _rcpt(self, arg: str) -> None:
+        self._rcpt_commands += 1
+        if self._rcpt_limit is not None and self._rcpt_commands >= self._rcpt_limit[0]:
+            self._write(self._rcpt_limit[1])
+            self._close(RCPT_LIMIT_REACHED)
+            return
         txn = self._txn
         if txn is None:
             self._error(replies.NEED_MAIL)

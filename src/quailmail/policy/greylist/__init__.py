@@ -16,6 +16,14 @@ command, with the knobs it reads from the environment (tcprules):
   may send (default 120; 0: at the second connection).
 - `JGREYLIST_LOG`: non-zero (the default) → log each disposition in
   jgreylist's words (`GREY first time`, `GREY too soon`, `OK known`, …).
+- `JGREYLIST_LIMIT`: non-zero → the refused client's RCPT number LIMIT is
+  answered `421 Too many RCPT commands, goodbye.` and the connection
+  closed (logged `HANGUP too many RCPT commands`).
+- `JGREYLIST_TIMEOUT`: seconds (5 to 300, default 60) the refused
+  conversation may last; then `421` and the connection is closed.
+  `JGREYLIST_LOG_PID` and `JGREYLIST_LOG_SMTP` are jgreylist's own log
+  format and are not read: our log lines carry the process, and the
+  session's log is the server's.
 
 A passed client (`OK known`) is remembered in memory for `KNOWN_FOR`
 seconds per store and key: its next connections in that time are decided
@@ -51,7 +59,7 @@ from pathlib import Path
 
 from quailmail.core.dns import DnsStatus
 from quailmail.core.reply import Reply
-from quailmail.policy.base import Client, UntilAuth
+from quailmail.policy.base import Client, Conversation, UntilAuth
 from quailmail.policy.dnsbl import sanitize
 from quailmail.policy.greylist.files import FileStore
 from quailmail.policy.greylist.store import Key, Store, StoreError, Visit, client_key
@@ -61,6 +69,7 @@ log = logging.getLogger("quailmail.policy.greylist")
 DEFAULT_HOLDTIME = 120
 GREY1 = "Try again later."  # jgreylist's words, first sighting
 GREY2 = "I said to try later."  # … and within the hold time
+TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300  # JGREYLIST_TIMEOUT, jgreylist's range
 KNOWN_FOR = 60.0  # seconds a passed key is decided from memory
 _KNOWN_MAX = 65536  # remembered keys per process; the memory starts over past it
 
@@ -143,11 +152,12 @@ async def check(client: Client) -> Reply | None:
         if logging_on:
             log.info("jgreylist: %s: %s", ip, words)
 
+    limits = _limits(env)
     explicit = env.get("JGREYLIST")
     if explicit is not None:
         if explicit:
             note("DENY blacklisted")
-            return Reply(553, "5.7.1", "DENIED " + _deny(explicit, ip))
+            return Conversation(553, "5.7.1", "DENIED " + _deny(explicit, ip), *limits)
         note("OK whitelisted")
         return None
     norev = env.get("JGREYLIST_NOREV")
@@ -158,7 +168,7 @@ async def check(client: Client) -> Reply | None:
             return UntilAuth(451, "4.4.3", "temporary DNS failure, try again later")
         if not named:
             note("DENY no reverse DNS")
-            return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip))
+            return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip), *limits)
     key = client_key(ip, by_ip=getenv_int(env, "JGREYLIST_BY_IP", 0) != 0)
     holdtime = getenv_int(env, "JGREYLIST_HOLDTIME", DEFAULT_HOLDTIME)
     try:
@@ -187,10 +197,15 @@ async def check(client: Client) -> Reply | None:
         return None
     _known.pop((store, key), None)
     if verdict is Verdict.FIRST:
-        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1)
-    if verdict is Verdict.TOO_SOON:
-        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY2)
-    return None
+        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1, *limits)
+    return UntilAuth(450, "4.7.1", "GREYLIST " + GREY2, *limits)  # Verdict.TOO_SOON
+
+
+def _limits(env: dict[str, str]) -> tuple[int, float]:
+    """jgreylist's JGREYLIST_LIMIT and JGREYLIST_TIMEOUT (clamped to 5 to 300)."""
+    timeout = getenv_int(env, "JGREYLIST_TIMEOUT", TIMEOUT_DEFAULT)
+    limit = max(0, getenv_int(env, "JGREYLIST_LIMIT", 0))
+    return limit, float(min(max(timeout, TIMEOUT_MIN), TIMEOUT_MAX))
 
 
 async def _has_reverse(client: Client) -> bool | None:
