@@ -108,6 +108,15 @@ def _serve(
     return server_factory(setup, name)
 
 
+def _greylisting(
+    server_factory: Callable[..., Running], dns: ZoneServer, tmp_path: Path, knob: str
+) -> Running:
+    """A server greylisting every client in a new directory, with one more knob."""
+    grey = tmp_path / "jgreylist"
+    grey.mkdir()
+    return _serve(server_factory, dns, f':allow,JGREYLIST_DIR="{grey}",{knob}\n')
+
+
 def _codes(transcript: list[str]) -> list[str]:
     return [line[:3] for line in transcript]
 
@@ -176,11 +185,7 @@ def test_a_passed_client_is_remembered_for_a_minute(
 def test_jgreylist_limit_hangs_up_at_the_limits_rcpt(
     server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
 ) -> None:
-    grey = tmp_path / "jgreylist"
-    grey.mkdir()
-    server = _serve(
-        server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}",JGREYLIST_LIMIT="3"\n'
-    )
+    server = _greylisting(server_factory, dns_server, tmp_path, 'JGREYLIST_LIMIT="3"')
     script = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n" + b"RCPT TO:<x@mx.test>\r\n" * 5
     replies = finals(talk(server.smtp, script + b"QUIT\r\n", proxied="192.0.2.7"))
     # MAIL is refused, so RCPTs get 503: each counts, as jgreylist counts them.
@@ -196,11 +201,7 @@ def test_jgreylist_timeout_ends_the_refused_conversation(
     server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
 ) -> None:
     """JGREYLIST_TIMEOUT="1" is raised to jgreylist's minimum, 5 s."""
-    grey = tmp_path / "jgreylist"
-    grey.mkdir()
-    server = _serve(
-        server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}",JGREYLIST_TIMEOUT="1"\n'
-    )
+    server = _greylisting(server_factory, dns_server, tmp_path, 'JGREYLIST_TIMEOUT="1"')
     with socket.create_connection(("127.0.0.1", server.smtp), timeout=15) as sock:
         sock.sendall(v1_header("192.0.2.7", 40000, "127.0.0.1", server.smtp))
         start = time.monotonic()

@@ -19,7 +19,7 @@ time, so with it nothing is ever reused.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, cast
 
 from quailmail.auth.spf.result import SpfResult, SpfVerdict
 from quailmail.core.dns import DnsResult, MxRecord, Resolver
@@ -39,30 +39,25 @@ class Recorder:
         self.inner = inner
         self.reads: list[Read] = []
 
-    async def txt(self, name: str) -> DnsResult[bytes]:
-        answer = await self.inner.txt(name)
-        self.reads.append(("txt", name, answer))
+    async def _read(self, method: str, name: str) -> Any:
+        answer = await getattr(self.inner, method)(name)
+        self.reads.append((method, name, answer))
         return answer
+
+    async def txt(self, name: str) -> DnsResult[bytes]:
+        return cast(DnsResult[bytes], await self._read("txt", name))
 
     async def a(self, name: str) -> DnsResult[str]:
-        answer = await self.inner.a(name)
-        self.reads.append(("a", name, answer))
-        return answer
+        return cast(DnsResult[str], await self._read("a", name))
 
     async def aaaa(self, name: str) -> DnsResult[str]:
-        answer = await self.inner.aaaa(name)
-        self.reads.append(("aaaa", name, answer))
-        return answer
+        return cast(DnsResult[str], await self._read("aaaa", name))
 
     async def mx(self, name: str) -> DnsResult[MxRecord]:
-        answer = await self.inner.mx(name)
-        self.reads.append(("mx", name, answer))
-        return answer
+        return cast(DnsResult[MxRecord], await self._read("mx", name))
 
     async def ptr(self, address: str) -> DnsResult[str]:
-        answer = await self.inner.ptr(address)
-        self.reads.append(("ptr", address, answer))
-        return answer
+        return cast(DnsResult[str], await self._read("ptr", address))
 
 
 class SpfMemo:
