@@ -10,12 +10,20 @@
 - The exit code: 0 queued; 11 to 40 permanent; anything else temporary.  The
   texts are qmail-smtpd's (qmail.c `qmail_close`), with the enhanced code
   qmail put in its `(#x.y.z)` suffix.
+- Descriptor 4, the "qmail-queue-custom-error" patch (Flavio Curti; also in
+  indimail's qmail.c), which simscan's `--enable-custom-smtp-reject` writes
+  to: a program that wants its own answer writes `D` (permanent) or `Z`
+  (temporary) and the text there, then exits 82; qmail-smtpd answers `554`
+  or `451` with that text (`custom_reply`).  Exit 82 without one is the
+  ordinary "qq temporary problem".
 
 Pure: no I/O.  The server's side is `server/qmailqueue.py`, the programs'
 `cli/qmailqueue.py` (`quail qmail-queue`) and `cli/dkverify.py`.
 """
 
 from __future__ import annotations
+
+import re
 
 from quailmail.core.reply import Reply
 
@@ -33,8 +41,14 @@ EXIT_HOME = 61  # problem with the home directory
 EXIT_QUEUE = 62  # problem with the queue directory
 EXIT_TEMP_REFUSED = 71  # "temporarily refuses to send the message"
 EXIT_BUG = 81
+EXIT_CUSTOM = 82  # qmail-queue-custom-error: the reply's text is on CUSTOM_FD
 EXIT_ENVELOPE = 91  # envelope format error
 EXIT_EXEC = 120  # qmail.c: the child could not exec the program
+
+# The custom-error patch's descriptor, and how much of it is read: indimail's
+# qmail.c keeps 1,023 bytes (`errstr[1024]`); the rest is read and dropped.
+CUSTOM_FD = 4
+CUSTOM_KEPT = 1024
 
 # qmail-queue.c's ADDR: an address this long or longer is refused (exit 11).
 MAX_ADDRESS = 1003
@@ -101,15 +115,22 @@ def _check_length(length: int) -> None:
         raise EnvelopeError("envelope address too long", EXIT_ADDRESS_TOO_LONG)
 
 
-def reply_for_exit(code: int | None, *, write_failed: bool = False) -> Reply | None:
+def reply_for_exit(
+    code: int | None, *, write_failed: bool = False, custom: bytes = b""
+) -> Reply | None:
     """qmail-smtpd's answer to a queue program's exit: None for success.
 
     `code` None: the program was killed by a signal ("qq crashed").
     `write_failed`: we could not hand it the whole message or envelope; an
     exit 0 then still means "qq read error", as in qmail.c.
+    `custom`: what the program wrote on CUSTOM_FD, answered on exit 82.
     """
     if code is None:
         return Reply(451, "4.3.0", "qq crashed")
+    if code == EXIT_CUSTOM:
+        reply = custom_reply(custom)
+        if reply is not None:
+            return reply
     if code == EXIT_OK:
         if not write_failed:
             return None
@@ -120,6 +141,41 @@ def reply_for_exit(code: int | None, *, write_failed: bool = False) -> Reply | N
     if 11 <= code <= 40:
         return Reply(554, "5.3.0", "qq permanent problem")
     return Reply(451, "4.3.0", "qq temporary problem")
+
+
+# RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its CRLF;
+# the code and the longest enhanced code (RFC 3463: 5.999.999) go first.
+_CUSTOM_TEXT_MAX = 512 - len("554 5.999.999 ") - len("\r\n")
+_LINE_END = re.compile(rb"[\r\n]")
+# qmail's way of giving an enhanced code: a `(#5.7.1)` at the end of the text.
+_QMAIL_ENHANCED = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)\Z")
+
+
+def custom_reply(data: bytes) -> Reply | None:
+    """The answer a program asked for on CUSTOM_FD before exit 82; None when
+    there is none to use.
+
+    qmail.c takes the message when more than 2 bytes came; qmail-smtpd
+    answers `554` when the first is `D`, `451` for anything else (`Z`), then
+    the rest as it is.  Here the rest is made one safe reply line: cut at
+    the first CR or LF, every byte outside printable ASCII a `?`, at most
+    `_CUSTOM_TEXT_MAX` characters.  A trailing `(#X.Y.Z)` of the right
+    class gives the enhanced code (the text keeps it, as qmail shows it);
+    else 5.3.0 or 4.3.0, qmail_close's codes for the unspecified refusal.
+    """
+    if len(data) <= 2:
+        return None
+    code = 554 if data[:1] == b"D" else 451
+    line = _LINE_END.split(data[1:], maxsplit=1)[0]
+    text = "".join(chr(b) if 32 <= b < 127 else "?" for b in line).strip()
+    if not text:
+        return None
+    found = _QMAIL_ENHANCED.search(text)
+    if found is not None and found.group(1)[0] == str(code)[0]:
+        enhanced = found.group(1)
+    else:
+        enhanced = "5.3.0" if code == 554 else "4.3.0"
+    return Reply(code, enhanced, text[:_CUSTOM_TEXT_MAX].rstrip())
 
 
 def permanent(code: int) -> bool:
