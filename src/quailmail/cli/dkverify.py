@@ -15,7 +15,9 @@ qmail-dkverify call qmail-queue at the end; which one is `$DKQUEUE` when set
 else `quail-qmail-queue`, so the chain ends in quailmail's queue.  From a
 real qmail, set `DKQUEUE=/var/qmail/bin/qmail-queue`.  The next program is
 exec'd with the message and envelope in unlinked temporary files, so its
-exit code is the caller's answer.
+exit code is the caller's answer; every other descriptor stays as it came,
+so fd 4 of the "qmail-queue-custom-error" patch (`queue/qmailqueue.py`)
+reaches it, and a simscan behind us still gives its own `554` text.
 
 `DKIM="+"` in the environment refuses what fails: exit 31 (qmail-smtpd:
 `554 mail server permanently rejected message`), with
