@@ -23,11 +23,13 @@ DKIM-Signature and a DomainKey-Signature are made with the key (RSA; an
 Ed25519 key makes the DKIM one only), over the message as it will be
 queued, and put on top.  This check runs last of the DATA checks.
 
-DKQUEUE names the program qmail-dk hands the message to next (qmail-queue
-otherwise).  Here it is read by the QMAILQUEUE support (policy/qmailqueue.py)
-as the program that takes the signed message.
-TODO(merge): policy/qmailqueue.py should run `DKQUEUE` after this check
-when it is set, as it runs QMAILQUEUE; this module only signs.
+DKQUEUE names the program qmail-dk hands the message to next; the seeds
+point it at "the original qmail-queue program" (002_*: qmail-queue.orig),
+the real queue.  This qmail-dk is in the server, and what follows it is
+the real queue already: ours, or the `QMAILQUEUE` chain when the rules set
+one (server/qmailqueue.py), which gets `DKQUEUE` in its environment for a
+`quail-dkverify` in it to run.  So a tcp.smtp written for qmail-dk keeps
+working unchanged; this module only signs.
 """
 
 from __future__ import annotations
