@@ -5,6 +5,7 @@ descriptor 4 and exits 82; the client gets `554` or `451` with that text."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import smtplib
@@ -301,3 +302,24 @@ def test_a_program_past_the_timeout_is_killed_with_its_descendants(tmp_path: Pat
     assert reply == Reply(451, "4.3.0", "qq timeout")
     sleeper = int((tmp_path / "linger.pid").read_text())
     wait_for(lambda: not alive(sleeper), timeout=10, what="the filter's sleep killed")
+
+
+def test_without_pidfd_a_thread_waits_for_the_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel before 5.3 has no pidfd_open: the end is waited for in a
+    thread, with the same answers and no descriptor left open."""
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    client, message = in_process(tmp_path, QMAILQUEUE=str(DATA / "custom"))
+    asyncio.run(qmailqueue.run(client, message))  # the loop's own first-use descriptors
+    before = _open_fds()
+    assert asyncio.run(qmailqueue.run(client, message)) == Reply(
+        554, "5.3.0", "Your email is considered spam (12.3 hits)"
+    )
+    client.env["QMAILQUEUE"] = str(DATA / "exitwith")
+    assert asyncio.run(qmailqueue.run(client, message)).code == 250
+    assert _open_fds() == before
