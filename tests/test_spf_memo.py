@@ -1,12 +1,12 @@
-"""MAIL FROM verdicts reused while their DNS answers stand (auth/spf/memo.py),
+"""MAIL FROM verdicts reused while their DNS answers stand (auth/memo.py),
 over the wire: the loopback DNS server, a real caching DnsResolver."""
 
 from __future__ import annotations
 
 import asyncio
 
+from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.spf import SpfResult, SpfVerdict, check_mailfrom
-from quailmail.auth.spf.memo import SpfMemo
 from quailmail.core.clock import FixedClock
 from quailmail.core.dns import DnsResult
 from quailmail.dns.resolver import DnsResolver
@@ -15,8 +15,10 @@ from quailmail.dns.zoneserver import ZoneServer
 
 from dnsfixtures import FakeMonotonic, resolver_for
 
+Memo = AnswerMemo[SpfVerdict]
 
-def _check(resolver: DnsResolver, memo: SpfMemo, ip: str, sender: str, **kw: str) -> SpfVerdict:
+
+def _check(resolver: DnsResolver, memo: Memo, ip: str, sender: str, **kw: str) -> SpfVerdict:
     return asyncio.run(check_mailfrom(ip, sender, kw.pop("helo", "mx.example.org"), resolver,
                                       memo=memo, **kw))  # fmt: skip
 
@@ -25,7 +27,7 @@ def test_the_same_inputs_reuse_the_verdict_without_asking_dns(dns_server: ZoneSe
     zone = dns_server.zone
     zone.add_txt("example.com", "v=spf1 include:_spf.example.net -all", ttl=300)
     zone.add_txt("_spf.example.net", "v=spf1 ip4:192.0.2.0/24 ~all", ttl=300)
-    resolver, memo = resolver_for(dns_server), SpfMemo()
+    resolver, memo = resolver_for(dns_server), AnswerMemo[SpfVerdict]()
     first = _check(resolver, memo, "192.0.2.7", "joe@example.com")
     assert first.result is SpfResult.PASS and len(memo) == 1
     asked = dns_server.count()
@@ -45,7 +47,7 @@ def test_an_answer_past_its_ttl_makes_a_new_evaluation(dns_server: ZoneServer) -
     zone = dns_server.zone
     zone.add_txt("example.com", "v=spf1 ip4:192.0.2.0/24 -all", ttl=60)
     clock = FakeMonotonic()
-    resolver, memo = resolver_for(dns_server, clock=clock), SpfMemo()
+    resolver, memo = resolver_for(dns_server, clock=clock), AnswerMemo[SpfVerdict]()
     first = _check(resolver, memo, "192.0.2.7", "joe@example.com")
     assert first.result is SpfResult.PASS
     zone.remove("example.com", "TXT")
@@ -61,7 +63,7 @@ def test_fail_and_temperror_are_never_kept(dns_server: ZoneServer) -> None:
     zone.add_txt("example.com", "v=spf1 -all", ttl=300)
     zone.add_txt("broken.example", "v=spf1 -all")
     zone.set_fault("broken.example", Fault.SERVFAIL)
-    resolver, memo = resolver_for(dns_server), SpfMemo()
+    resolver, memo = resolver_for(dns_server), AnswerMemo[SpfVerdict]()
     failed = _check(resolver, memo, "192.0.2.7", "joe@example.com")
     assert failed.result is SpfResult.FAIL
     assert _check(resolver, memo, "192.0.2.7", "joe@example.com") is not failed
@@ -83,7 +85,7 @@ def test_a_resolver_without_a_cache_never_reuses(dns_server: ZoneServer) -> None
             answer = await self.inner.txt(name)
             return DnsResult(answer.status, answer.records, answer.reason, answer.ttl)
 
-    resolver, memo = Uncached(resolver_for(dns_server)), SpfMemo()
+    resolver, memo = Uncached(resolver_for(dns_server)), AnswerMemo[SpfVerdict]()
 
     async def twice() -> tuple[SpfVerdict, SpfVerdict]:
         one = await check_mailfrom("192.0.2.7", "joe@example.com", "h", resolver, memo=memo)  # type: ignore[arg-type]
@@ -96,7 +98,7 @@ def test_a_resolver_without_a_cache_never_reuses(dns_server: ZoneServer) -> None
 
 def test_a_clock_of_the_callers_or_no_memo_evaluates_every_time(dns_server: ZoneServer) -> None:
     dns_server.zone.add_txt("x.example", "v=spf1 ip4:192.0.2.0/24 -all", ttl=300)
-    resolver, memo = resolver_for(dns_server), SpfMemo()
+    resolver, memo = resolver_for(dns_server), AnswerMemo[SpfVerdict]()
 
     async def run() -> list[SpfVerdict]:
         clock = FixedClock(1_700_000_000)
@@ -115,7 +117,7 @@ def test_a_clock_of_the_callers_or_no_memo_evaluates_every_time(dns_server: Zone
 
 def test_the_oldest_verdict_goes_first_when_full(dns_server: ZoneServer) -> None:
     dns_server.zone.add_txt("example.com", "v=spf1 ip4:192.0.2.0/24 -all", ttl=300)
-    resolver, memo = resolver_for(dns_server), SpfMemo(size=2)
+    resolver, memo = resolver_for(dns_server), AnswerMemo[SpfVerdict](size=2)
     first = _check(resolver, memo, "192.0.2.1", "joe@example.com")
     _check(resolver, memo, "192.0.2.2", "joe@example.com")
     _check(resolver, memo, "192.0.2.3", "joe@example.com")

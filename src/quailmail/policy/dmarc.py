@@ -31,6 +31,7 @@ import logging
 from quailmail.auth.authres import dmarc as dmarc_resinfo
 from quailmail.auth.dkim import DkimResult, verify_dkim
 from quailmail.auth.dmarc import DmarcResult, Policy, author_domain, dkim_identifiers, evaluate
+from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.results import Result
 from quailmail.auth.spf.check import check_mailfrom
 from quailmail.auth.spf.result import SpfVerdict
@@ -42,6 +43,10 @@ from quailmail.policy.evidence import evidence_or_compute
 log = logging.getLogger("quailmail.policy")
 
 QUARANTINE_FIELD = "X-Quail-Quarantine"
+
+# Verdicts of this process, reused for the same From domain and the same
+# SPF and DKIM evidence while the DNS answers they read stand (auth/memo.py).
+VERDICTS: AnswerMemo[DmarcResult] = AnswerMemo()
 
 
 async def check(client: Client, message: Message) -> Reply | None:
@@ -70,6 +75,7 @@ async def check(client: Client, message: Message) -> Reply | None:
             spf=(spf_verdict.result.value, spf_verdict.domain or None),
             dkim=dkim_identifiers(dkim_result),
             resolver=client.resolver,
+            memo=VERDICTS,
         )
     message.evidence["dmarc"] = result
     message.auth_results.append(dmarc_resinfo(result))

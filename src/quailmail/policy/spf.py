@@ -38,6 +38,7 @@ import logging
 import re
 
 from quailmail.auth import authres
+from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.spf import (
     DEFAULT_EXPLANATION,
     LocalPolicy,
@@ -46,7 +47,6 @@ from quailmail.auth.spf import (
     SpfVerdict,
     check_mailfrom,
 )
-from quailmail.auth.spf.memo import SpfMemo
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -71,8 +71,8 @@ EVIDENCE = "spf"  # the SpfVerdict of MAIL FROM, for later checks (DMARC)
 _REFUSAL = "spf.refusal"  # the Reply every RCPT gets
 
 # MAIL FROM verdicts of this process, reused while their DNS answers stand
-# (auth/spf/memo.py): a busy sender's next message costs no evaluation.
-VERDICTS = SpfMemo()
+# (auth/memo.py): a busy sender's next message costs no evaluation.
+VERDICTS: AnswerMemo[SpfVerdict] = AnswerMemo()
 
 
 def parse_level(text: str | None) -> int:

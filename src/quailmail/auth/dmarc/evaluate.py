@@ -26,6 +26,7 @@ from quailmail.auth.dmarc.record import (
     is_dmarc_record,
     parse_record,
 )
+from quailmail.auth.memo import AnswerMemo, Recorder
 from quailmail.auth.results import Result
 from quailmail.core.dns import DnsStatus, Resolver
 
@@ -114,8 +115,26 @@ async def evaluate(
     dkim: Iterable[DkimInput],
     resolver: Resolver,
     rng: Sampler | None = None,
+    memo: AnswerMemo[DmarcResult] | None = None,
 ) -> DmarcResult:
-    """The DMARC verdict for a message whose RFC5322.From domain is `from_domain`."""
+    """The DMARC verdict for a message whose RFC5322.From domain is `from_domain`.
+
+    `memo` reuses the verdict of the same inputs while the DNS answers it
+    read stand (auth/memo.py); never with an `rng` of the caller's, never a
+    temperror, and never a fail that pct sampling decided."""
+    if memo is not None and rng is None:
+        pairs = tuple(dkim)
+        key = (from_domain, spf, pairs)
+        kept = await memo.get(key, resolver)
+        if kept is not None:
+            return kept
+        recorder = Recorder(resolver)
+        verdict = await evaluate(from_domain, spf=spf, dkim=pairs, resolver=recorder)
+        record = verdict.record
+        sampled = verdict.result is Result.FAIL and record is not None and record.pct < 100
+        if verdict.result is not Result.TEMPERROR and not sampled:
+            memo.put(key, verdict, recorder.reads)
+        return verdict
     domain = from_domain.lower().removesuffix(".")
     if not is_domain_name(domain):
         return DmarcResult(

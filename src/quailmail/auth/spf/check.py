@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from quailmail.auth.memo import AnswerMemo, Recorder
 from quailmail.auth.spf.evaluate import (
     MAX_DNS_TERMS,
     MAX_VOID_LOOKUPS,
@@ -21,7 +22,6 @@ from quailmail.auth.spf.evaluate import (
     split_sender,
     well_formed,
 )
-from quailmail.auth.spf.memo import Recorder, SpfMemo
 from quailmail.auth.spf.result import HELO, MAILFROM, SpfResult, SpfVerdict
 from quailmail.core.clock import Clock
 from quailmail.core.dns import Resolver
@@ -38,6 +38,7 @@ __all__ = [
     "split_sender",
 ]
 
+_NOT_KEPT = frozenset({SpfResult.TEMPERROR, SpfResult.FAIL})  # by a memo
 TIME_LIMIT = 20.0  # §4.6.4: at least 20 s for the whole check, then temperror
 DEFAULT_EXPLANATION = "SPF fail - not authorized"
 
@@ -109,13 +110,15 @@ async def check_mailfrom(
     clock: Clock | None = None,
     time_limit: float | None = TIME_LIMIT,
     local: LocalPolicy | None = None,
-    memo: SpfMemo | None = None,
+    memo: AnswerMemo[SpfVerdict] | None = None,
 ) -> SpfVerdict:
     """The MAIL FROM identity (§2.4); a null reverse-path ("") is checked
     as postmaster@<helo>.  `local` adds a receiver's own rules and best
     guess (qmail-spf's spfrules / spfguess; see LocalPolicy).  `memo`
     reuses the verdict of the same inputs while its DNS answers stand
-    (memo.py); not with a `clock` of the caller's."""
+    (auth/memo.py); not with a `clock` of the caller's, and never a
+    temperror (to be tried again) or a fail (its explanation may name the
+    time, `%{t}`)."""
     sender = mail_from or f"postmaster@{helo}"
     if memo is not None and clock is None:
         key = (str(ip), sender, helo, receiver, default_explanation, time_limit, local)
@@ -127,7 +130,8 @@ async def check_mailfrom(
             ip, mail_from, helo, recorder, receiver=receiver,
             default_explanation=default_explanation, time_limit=time_limit, local=local,
         )  # fmt: skip
-        memo.put(key, verdict, recorder.reads)
+        if verdict.result not in _NOT_KEPT:
+            memo.put(key, verdict, recorder.reads)
         return verdict
     return await run_check(
         ip,

@@ -1,30 +1,32 @@
-"""MAIL FROM verdicts kept for the next message with the same inputs.
+"""Verdicts kept for the next message with the same inputs, while the DNS
+answers they were reached from stand.
 
-check_host() is a function of its inputs (client address, sender, HELO,
-receiver name, default explanation, the receiver's local policy) and of the
-DNS answers it reads.  A busy sender's next message has the same inputs, so
-`SpfMemo` keeps each verdict with the answers it read, and hands it out
-again only while every one of those answers is still the resolver's
-answer: the very same `DnsResult`, which a caching resolver returns on a hit
-until the record's TTL runs out.  A kept verdict is therefore the verdict a
-new evaluation would reach, without the evaluation; when a TTL ends or an
-answer changes, the next check evaluates anew.
+A check such as check_host() (SPF) or DMARC's evaluation is a function of
+its inputs (client address, sender, HELO, From domain, the other methods'
+verdicts, …) and of the DNS answers it reads.  A busy sender's next message
+has the same inputs, so `AnswerMemo` keeps each verdict with the answers
+it read, and hands it out again only while every one of those answers is
+still the resolver's answer: the very same `DnsResult`, which a caching
+resolver returns on a hit until the record's TTL runs out.  A kept verdict
+is therefore the verdict a new evaluation would reach, without the
+evaluation; when a TTL ends or an answer changes, the next check evaluates
+anew.  A resolver without a cache returns a new object each time, so with
+it nothing is ever reused.
 
-Never kept: temperror (it must be tried again), fail (its explanation may
-name the time, `%{t}`), and checks that read no DNS answer (nothing to
-validate them by).  A resolver without a cache returns a new object each
-time, so with it nothing is ever reused.
+The caller decides what may be kept: nothing that read no DNS answer
+(nothing to validate it by), nothing temporary, nothing that depends on
+the time or on chance (SPF's `%{t}` in a fail's explanation, DMARC's pct
+sampling).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
-from quailmail.auth.spf.result import SpfResult, SpfVerdict
 from quailmail.core.dns import DnsResult, MxRecord, Resolver
 
-_NOT_KEPT = frozenset({SpfResult.TEMPERROR, SpfResult.FAIL})
+V = TypeVar("V")
 
 # (method name, query name, the answer read)
 Read = tuple[str, str, DnsResult[Any]]
@@ -60,17 +62,17 @@ class Recorder:
         return cast(DnsResult[str], await self._read("ptr", address))
 
 
-class SpfMemo:
+class AnswerMemo(Generic[V]):
     """Verdicts by their inputs, at most `size` of them (the oldest go first)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._kept: dict[Hashable, tuple[SpfVerdict, tuple[Read, ...]]] = {}
+        self._kept: dict[Hashable, tuple[V, tuple[Read, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    async def get(self, key: Hashable, resolver: Resolver) -> SpfVerdict | None:
+    async def get(self, key: Hashable, resolver: Resolver) -> V | None:
         """The verdict kept for `key`, if every answer it read is still current."""
         kept = self._kept.get(key)
         if kept is None:
@@ -82,8 +84,9 @@ class SpfMemo:
                 return None
         return verdict
 
-    def put(self, key: Hashable, verdict: SpfVerdict, reads: list[Read]) -> None:
-        if verdict.result in _NOT_KEPT or not reads:
+    def put(self, key: Hashable, verdict: V, reads: list[Read]) -> None:
+        """Keep `verdict` (the caller judged it may be kept) if it read DNS."""
+        if not reads:
             return
         if len(self._kept) >= self.size:
             del self._kept[next(iter(self._kept))]
