@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -164,6 +165,9 @@ def spf_comment(verdict: SpfVerdict) -> str:
     return f"permanent error in processing domain of {sender}: {why}"
 
 
+# A verdict repeats when the receiver reuses it (auth/memo.py): its
+# renderings are kept by the verdict itself (a frozen, hashable value).
+@functools.lru_cache(maxsize=1024)
 def spf_method(verdict: SpfVerdict) -> str:
     """`spf=pass (…) smtp.mailfrom=…` (RFC 8601 §2.7.2); the HELO identity
     is reported as smtp.helo."""
@@ -192,6 +196,7 @@ def _kv(text: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.lru_cache(maxsize=1024)
 def received_spf(verdict: SpfVerdict) -> str:
     """The `Received-SPF:` field of RFC 7208 §9.1 (no line ending, unfolded):
     the result, a comment, then receiver, client-ip, envelope-from, helo,

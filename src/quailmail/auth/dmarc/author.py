@@ -10,6 +10,7 @@ From (check each domain, keep the strictest) gives that domain's verdict.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -44,6 +45,7 @@ def author_domain(message: Message) -> AuthorDomain:
     return from_value_domain(value.decode("utf-8", "surrogateescape"))
 
 
+@functools.lru_cache(maxsize=4096)  # a sender's From field repeats from message to message
 def from_value_domain(value: str) -> AuthorDomain:
     """The domain of a From field's value (a mailbox-list, RFC 5322 §3.6.2)."""
     if any(ch in value for ch in '",(\\'):
