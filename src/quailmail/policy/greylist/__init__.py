@@ -152,12 +152,11 @@ async def check(client: Client) -> Reply | None:
         if logging_on:
             log.info("jgreylist: %s: %s", ip, words)
 
-    limits = _limits(env)
     explicit = env.get("JGREYLIST")
     if explicit is not None:
         if explicit:
             note("DENY blacklisted")
-            return Conversation(553, "5.7.1", "DENIED " + _deny(explicit, ip), *limits)
+            return Conversation(553, "5.7.1", "DENIED " + _deny(explicit, ip), *_limits(env))
         note("OK whitelisted")
         return None
     norev = env.get("JGREYLIST_NOREV")
@@ -168,7 +167,7 @@ async def check(client: Client) -> Reply | None:
             return UntilAuth(451, "4.4.3", "temporary DNS failure, try again later")
         if not named:
             note("DENY no reverse DNS")
-            return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip), *limits)
+            return UntilAuth(553, "5.7.1", "DENIED " + _deny(norev, ip), *_limits(env))
     key = client_key(ip, by_ip=getenv_int(env, "JGREYLIST_BY_IP", 0) != 0)
     holdtime = getenv_int(env, "JGREYLIST_HOLDTIME", DEFAULT_HOLDTIME)
     try:
@@ -197,8 +196,8 @@ async def check(client: Client) -> Reply | None:
         return None
     _known.pop((store, key), None)
     if verdict is Verdict.FIRST:
-        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1, *limits)
-    return UntilAuth(450, "4.7.1", "GREYLIST " + GREY2, *limits)  # Verdict.TOO_SOON
+        return UntilAuth(450, "4.7.1", "GREYLIST " + GREY1, *_limits(env))
+    return UntilAuth(450, "4.7.1", "GREYLIST " + GREY2, *_limits(env))  # Verdict.TOO_SOON
 
 
 def _limits(env: dict[str, str]) -> tuple[int, float]:
