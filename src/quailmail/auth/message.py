@@ -8,6 +8,7 @@ message is never held twice in memory.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 
@@ -222,6 +223,7 @@ def sender_domain(headers: Sequence[Header]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and a sender's fields repeat
 def address_domain(value: str) -> tuple[str, str] | None:
     """(local-part, domain) of the first address in a From:/Sender: value.
 

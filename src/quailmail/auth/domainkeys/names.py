@@ -3,6 +3,7 @@ a hostile header out of DNS queries and out of the header we write."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Letters, digits, hyphen and underscore (`_domainkey` itself has one); DNS
@@ -12,6 +13,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
 _MAX_NAME = 253  # RFC 1035 §2.3.4 (255 octets on the wire, 253 as text)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the same domains come back
 def is_dns_name(name: str) -> bool:
     if not name or len(name) > _MAX_NAME:
         return False
