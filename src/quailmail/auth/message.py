@@ -223,8 +223,23 @@ def sender_domain(headers: Sequence[Header]) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)  # pure, and a sender's fields repeat
+KEPT_FIELD_MAX = 998  # RFC 5322 §2.1.1's line: longer field values are never kept
+
+
 def address_domain(value: str) -> tuple[str, str] | None:
+    """(local-part, domain) of the first address in a From:/Sender: value,
+    kept by the value (a sender's fields repeat) unless it is long."""
+    if len(value) > KEPT_FIELD_MAX:
+        return _address_domain(value)
+    return _kept_address_domain(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kept_address_domain(value: str) -> tuple[str, str] | None:
+    return _address_domain(value)
+
+
+def _address_domain(value: str) -> tuple[str, str] | None:
     """(local-part, domain) of the first address in a From:/Sender: value.
 
     Enough of RFC 5322 for sender identification: angle-addr or addr-spec,

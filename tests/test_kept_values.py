@@ -1,0 +1,27 @@
+"""Pure parses kept by their input text (a sender's fields repeat), but
+never a long one: a client must not fill memory with huge header fields."""
+
+from __future__ import annotations
+
+from quailmail.auth import message
+from quailmail.auth.dmarc import author
+from quailmail.auth.dmarc.author import from_value_domain
+from quailmail.auth.message import KEPT_FIELD_MAX, address_domain
+
+
+def test_a_from_field_is_kept_by_its_text() -> None:
+    value = " Joe <joe@example.com>"
+    assert address_domain(value) == ("joe", "example.com")
+    assert address_domain(value) is address_domain(value)
+    assert from_value_domain(value).domain == "example.com"
+    assert from_value_domain(value) is from_value_domain(value)
+
+
+def test_a_long_field_is_parsed_but_never_kept() -> None:
+    long_value = "x" * KEPT_FIELD_MAX + " <joe@example.com>"
+    kept = message._kept_address_domain.cache_info().currsize
+    kept_authors = author._kept_from_value_domain.cache_info().currsize
+    assert address_domain(long_value) == ("joe", "example.com")
+    assert from_value_domain(long_value).domain == "example.com"
+    assert message._kept_address_domain.cache_info().currsize == kept
+    assert author._kept_from_value_domain.cache_info().currsize == kept_authors
