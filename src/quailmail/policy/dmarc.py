@@ -46,7 +46,7 @@ QUARANTINE_FIELD = "X-Quail-Quarantine"
 
 # Verdicts of this process, reused for the same From domain and the same
 # SPF and DKIM evidence while the DNS answers they read stand (auth/memo.py).
-VERDICTS: AnswerMemo[DmarcResult] = AnswerMemo()
+VERDICTS: AnswerMemo[DmarcResult] = AnswerMemo(size=1024)  # as many as parsed records kept
 
 
 async def check(client: Client, message: Message) -> Reply | None:
