@@ -116,21 +116,22 @@ def log_of(server: Running) -> str:
 CUSTOM = f'127.:allow,RELAYCLIENT="",QMAILQUEUE="{DATA}/custom",QQ_CUSTOM_FILE="$ANSWER"\n'
 
 
-def test_permanent_custom_error_is_a_554_with_the_filters_text(
-    server_factory: Callable[..., Running],
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (SPAM, (554, b"5.3.0 Your email is considered spam (12.3 hits)")),
+        (TEMPORARY, (451, b"4.3.0 Virus scanner unavailable, try again later")),
+    ],
+    ids=["D-permanent", "Z-temporary"],
+)
+def test_a_custom_error_answers_with_the_filters_text(
+    server_factory: Callable[..., Running], answer: bytes, expected: tuple[int, bytes]
 ) -> None:
-    server = server_factory(custom_rules(CUSTOM, SPAM))
-    assert data_answer(server) == (554, b"5.3.0 Your email is considered spam (12.3 hits)")
+    server = server_factory(custom_rules(CUSTOM, answer))
+    assert data_answer(server) == expected
     assert queued(server.root) == 0
-    assert "exit 82: 554 5.3.0 Your email is considered spam (12.3 hits)" in log_of(server)
-
-
-def test_temporary_custom_error_is_a_451_with_the_filters_text(
-    server_factory: Callable[..., Running],
-) -> None:
-    server = server_factory(custom_rules(CUSTOM, TEMPORARY))
-    assert data_answer(server) == (451, b"4.3.0 Virus scanner unavailable, try again later")
-    assert queued(server.root) == 0
+    code, text = expected
+    assert f"exit 82: {code} {text.decode()}" in log_of(server)
 
 
 def test_qmails_enhanced_code_in_the_text_is_used(server_factory: Callable[..., Running]) -> None:
