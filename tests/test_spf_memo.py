@@ -123,3 +123,12 @@ def test_the_oldest_verdict_goes_first_when_full(dns_server: ZoneServer) -> None
     _check(resolver, memo, "192.0.2.3", "joe@example.com")
     assert len(memo) == 2
     assert _check(resolver, memo, "192.0.2.1", "joe@example.com") is not first
+
+
+def test_a_verdict_read_from_big_records_is_not_kept(dns_server: ZoneServer) -> None:
+    big = ["v=spf1 ip4:192.0.2.0/24 -all", *(f"verification-{i}=" + "x" * 200 for i in range(50))]
+    for text in big:
+        dns_server.zone.add_txt("example.com", text, ttl=300)
+    resolver, memo = resolver_for(dns_server), Memo()
+    assert _check(resolver, memo, "192.0.2.7", "joe@example.com").result is SpfResult.PASS
+    assert len(memo) == 0

@@ -62,6 +62,17 @@ class Recorder:
         return cast(DnsResult[str], await self._read("ptr", address))
 
 
+KEPT_ANSWERS_MAX = 8192  # bytes of DNS records behind one kept verdict
+
+
+def _answer_bytes(reads: list[Read]) -> int:
+    return sum(
+        len(record) if isinstance(record, bytes | str) else 64  # an MX: name and preference
+        for _, _, answer in reads
+        for record in answer.records
+    )
+
+
 class AnswerMemo(Generic[V]):
     """Verdicts by their inputs, at most `size` of them (the oldest go first)."""
 
@@ -85,8 +96,10 @@ class AnswerMemo(Generic[V]):
         return verdict
 
     def put(self, key: Hashable, verdict: V, reads: list[Read]) -> None:
-        """Keep `verdict` (the caller judged it may be kept) if it read DNS."""
-        if not reads:
+        """Keep `verdict` (the caller judged it may be kept) if it read DNS,
+        and no more than KEPT_ANSWERS_MAX bytes of it: hostile zones must not
+        fill memory with big records through a full memory of verdicts."""
+        if not reads or _answer_bytes(reads) > KEPT_ANSWERS_MAX:
             return
         if len(self._kept) >= self.size:
             del self._kept[next(iter(self._kept))]

@@ -132,9 +132,24 @@ def is_dmarc_record(text: str) -> bool:
     return _VERSION.match(text) is not None
 
 
-@lru_cache(maxsize=1024)  # a domain's record repeats from message to message
+KEPT_RECORD_MAX = 8192  # characters: a bigger record is parsed each time, never kept
+
+
 def parse_record(text: str) -> DmarcRecord:
-    """Parse a DMARC record; raise DmarcRecordError when it cannot be used."""
+    """Parse a DMARC record; raise DmarcRecordError when it cannot be used.
+    Kept by its text (a domain's record repeats from message to message)
+    unless it is big, so hostile zones cannot fill memory."""
+    if len(text) > KEPT_RECORD_MAX:
+        return _parse_record(text)
+    return _kept_record(text)
+
+
+@lru_cache(maxsize=1024)
+def _kept_record(text: str) -> DmarcRecord:
+    return _parse_record(text)
+
+
+def _parse_record(text: str) -> DmarcRecord:
     if not text.strip(_WSP):
         raise DmarcRecordError(RecordProblem.EMPTY, "empty record")
     if not is_dmarc_record(text):

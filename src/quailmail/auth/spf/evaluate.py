@@ -37,6 +37,7 @@ MAX_VOID_LOOKUPS = 2  # §4.6.4: more empty answers is a permerror
 MAX_MX_NAMES = 10  # §4.6.4: more MX records is a permerror for "mx"
 MAX_PTR_NAMES = 10  # §4.6.4: PTR names past the tenth are ignored
 _CACHE_SIZE = 4096
+_KEPT_TXT_MAX = 8192  # bytes: a bigger TXT answer is parsed each time, never kept
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -75,7 +76,8 @@ def _record_for(scope: str, txts: tuple[bytes, ...]) -> SpfRecord | None:
             found = None if text is None else parse_record(text)
         except SpfSyntaxError as error:
             found = str(error)
-        _remember(key, found)
+        if sum(map(len, txts)) <= _KEPT_TXT_MAX:
+            _remember(key, found)
     if isinstance(found, str):
         raise Abort(SpfResult.PERMERROR, found)
     return found
