@@ -96,6 +96,9 @@ class SmtpConnection(asyncio.Protocol):
         self.refusal: Reply | None = None  # a connection check's answer to every command
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        # A refused conversation's end (Conversation.time_limit); cancelled
+        # at close, so a flood of refused clients leaves no connection behind.
+        self.conversation_timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
 
     # -- connection life -----------------------------------------------------------
@@ -118,6 +121,8 @@ class SmtpConnection(asyncio.Protocol):
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.conversation_timer is not None:
+            self.conversation_timer.cancel()
         self.state.connections_set.discard(self)
         if self.counted:
             self.state.connections -= 1
@@ -270,7 +275,9 @@ class SmtpConnection(asyncio.Protocol):
         refusal = self.refusal
         if isinstance(refusal, Conversation):
             if refusal.time_limit is not None:
-                self.loop.call_later(refusal.time_limit, self._conversation_over, refusal)
+                self.conversation_timer = self.loop.call_later(
+                    refusal.time_limit, self._conversation_over, refusal
+                )
             if refusal.rcpt_limit and self.session is not None:
                 self.session.limit_rcpt_commands(refusal.rcpt_limit, _TOO_MANY_RCPTS)
         if delay > 0:
