@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from quailmail.core import syncer as sy
 from quailmail.core.syncer import Syncer
+
+from serverfixtures import wait_for
 
 
 def _open(path: Path) -> int:
@@ -105,10 +106,7 @@ def test_a_cancelled_waiter_leaves_the_fd_to_the_thread(
         release.set()
 
     asyncio.run(go())
-    deadline = time.monotonic() + 5
-    while not _closed(fd) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _closed(fd)
+    wait_for(lambda: _closed(fd), timeout=5, what="the thread closing the fd")
     assert (tmp_path / "f").read_bytes() == b"data"
 
 

@@ -21,7 +21,7 @@ sampling).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
 from quailmail.core.dns import DnsResult, MxRecord, Resolver
@@ -82,6 +82,24 @@ class AnswerMemo(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    async def through(
+        self,
+        key: Hashable,
+        resolver: Resolver,
+        evaluate: Callable[[Resolver], Awaitable[V]],
+        keep: Callable[[V], bool],
+    ) -> V:
+        """The verdict kept for `key`, else `evaluate(resolver)`'s, read
+        through a Recorder and kept when `keep` says it may be."""
+        kept = await self.get(key, resolver)
+        if kept is not None:
+            return kept
+        recorder = Recorder(resolver)
+        verdict = await evaluate(recorder)
+        if keep(verdict):
+            self.put(key, verdict, recorder.reads)
+        return verdict
 
     async def get(self, key: Hashable, resolver: Resolver) -> V | None:
         """The verdict kept for `key`, if every answer it read is still current."""

@@ -8,9 +8,10 @@ message is never held twice in memory.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Sequence
+
+from quailmail.core.kept import kept_by_text
 
 CRLF = b"\r\n"
 # Body chunks handed to hashers: big enough that per-chunk Python overhead
@@ -226,20 +227,8 @@ def sender_domain(headers: Sequence[Header]) -> str | None:
 KEPT_FIELD_MAX = 998  # RFC 5322 §2.1.1's line: longer field values are never kept
 
 
+@kept_by_text(KEPT_FIELD_MAX)  # a sender's fields repeat
 def address_domain(value: str) -> tuple[str, str] | None:
-    """(local-part, domain) of the first address in a From:/Sender: value,
-    kept by the value (a sender's fields repeat) unless it is long."""
-    if len(value) > KEPT_FIELD_MAX:
-        return _address_domain(value)
-    return _kept_address_domain(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _kept_address_domain(value: str) -> tuple[str, str] | None:
-    return _address_domain(value)
-
-
-def _address_domain(value: str) -> tuple[str, str] | None:
     """(local-part, domain) of the first address in a From:/Sender: value.
 
     Enough of RFC 5322 for sender identification: angle-addr or addr-spec,

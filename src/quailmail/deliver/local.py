@@ -141,25 +141,25 @@ async def deliver_local(
         if line.kind is Kind.FORWARD:
             forwards.append(line.value)
             continue
+        stop = False
         if line.kind is Kind.PROGRAM:
             result = await run_command(line.value, message, env, timeout=command_timeout)
-            outcome = result.outcome
-            if outcome.is_ok:
-                delivered.append(f"|{line.value}")
-                if result.stop:
-                    break
-                continue
-        elif line.kind is Kind.MAILDIR:
-            outcome = await _maildir(mb.home / line.value, message, recipient, sender, plan.spam)
+            outcome, stop, done = result.outcome, result.stop, f"|{line.value}"
         else:
-            outcome = await asyncio.to_thread(
-                deliver_mbox, mb.home / line.value, message,
-                delivered_to=recipient, return_path=sender,
-            )  # fmt: skip
+            if line.kind is Kind.MAILDIR:
+                path = mb.home / line.value
+                outcome = await _maildir(path, message, recipient, sender, plan.spam)
+            else:
+                outcome = await asyncio.to_thread(
+                    deliver_mbox, mb.home / line.value, message,
+                    delivered_to=recipient, return_path=sender,
+                )  # fmt: skip
+            done = outcome.reason  # the file delivered to
         if not outcome.is_ok:
             return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
-        if line.kind is not Kind.PROGRAM:
-            delivered.append(outcome.reason)
+        delivered.append(done)
+        if stop:
+            break
     return LocalResult(Outcome.ok("delivered"), tuple(forwards), plan.new_sender, tuple(delivered))
 
 

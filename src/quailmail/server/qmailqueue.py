@@ -34,6 +34,7 @@ import errno
 import functools
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -248,15 +249,13 @@ def _cannot_run(program: str, path: str, root: Path) -> str | None:
     shell: only a race (a program removed between the two) reaches it.
     """
     if "/" in program:
-        candidates = [root / program]
-    else:
-        candidates = [root / (entry or ".") / program for entry in path.split(os.pathsep)]
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        target = root / program
+        if shutil.which(str(target)) is not None:
             return None
-    if "/" not in program:
-        return "not found on PATH"
-    return os.strerror(errno.EACCES if candidates[0].exists() else errno.ENOENT)
+        return os.strerror(errno.EACCES if target.exists() else errno.ENOENT)
+    # PATH's entries are taken from the root, as the shell in it takes them.
+    search = os.pathsep.join(str(root / (entry or ".")) for entry in path.split(os.pathsep))
+    return None if shutil.which(program, path=search) is not None else "not found on PATH"
 
 
 async def _pipe_writer(fd: int) -> asyncio.StreamWriter:

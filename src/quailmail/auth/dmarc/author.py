@@ -10,11 +10,11 @@ From (check each domain, keep the strictest) gives that domain's verdict.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import NamedTuple
 
 from quailmail.auth.message import KEPT_FIELD_MAX, Message, address_domain
+from quailmail.core.kept import kept_by_text
 
 # Letters, digits, hyphens and underscores, 1 to 63 of them per label, 253 a
 # name (RFC 1035 §2.3.4): what a domain in a From address can sensibly be.
@@ -45,20 +45,9 @@ def author_domain(message: Message) -> AuthorDomain:
     return from_value_domain(value.decode("utf-8", "surrogateescape"))
 
 
+@kept_by_text(KEPT_FIELD_MAX)  # a sender's From field repeats from message to message
 def from_value_domain(value: str) -> AuthorDomain:
-    """The domain of a From field's value (a mailbox-list, RFC 5322 §3.6.2),
-    kept by the value (a sender's From field repeats) unless it is long."""
-    if len(value) > KEPT_FIELD_MAX:
-        return _from_value_domain(value)
-    return _kept_from_value_domain(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _kept_from_value_domain(value: str) -> AuthorDomain:
-    return _from_value_domain(value)
-
-
-def _from_value_domain(value: str) -> AuthorDomain:
+    """The domain of a From field's value (a mailbox-list, RFC 5322 §3.6.2)."""
     if any(ch in value for ch in '",(\\'):
         mailboxes = [part for part in split_mailboxes(value) if part.strip(" \t")]
     else:  # no quotes, comments or commas: one mailbox, or none

@@ -26,7 +26,7 @@ from quailmail.auth.dmarc.record import (
     is_dmarc_record,
     parse_record,
 )
-from quailmail.auth.memo import AnswerMemo, Recorder
+from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.results import Result
 from quailmail.core.dns import DnsStatus, Resolver
 
@@ -124,17 +124,12 @@ async def evaluate(
     temperror, and never a fail that pct sampling decided."""
     if memo is not None and rng is None:
         pairs = tuple(dkim)
-        key = (from_domain, spf, pairs)
-        kept = await memo.get(key, resolver)
-        if kept is not None:
-            return kept
-        recorder = Recorder(resolver)
-        verdict = await evaluate(from_domain, spf=spf, dkim=pairs, resolver=recorder)
-        record = verdict.record
-        sampled = verdict.result is Result.FAIL and record is not None and record.pct < 100
-        if verdict.result is not Result.TEMPERROR and not sampled:
-            memo.put(key, verdict, recorder.reads)
-        return verdict
+        return await memo.through(
+            (from_domain, spf, pairs),
+            resolver,
+            lambda recorder: evaluate(from_domain, spf=spf, dkim=pairs, resolver=recorder),
+            _keepable,
+        )
     domain = from_domain.lower().removesuffix(".")
     if not is_domain_name(domain):
         return DmarcResult(
@@ -145,6 +140,13 @@ async def evaluate(
         problem = found.problem if found.problem is not None else Result.NONE
         return DmarcResult(problem, domain, found.reason, record_domain=found.domain)
     return decide(domain, found.record, found.domain, spf=spf, dkim=dkim, rng=rng)
+
+
+def _keepable(verdict: DmarcResult) -> bool:
+    """Neither a temperror nor a fail that pct sampling decided."""
+    record = verdict.record
+    sampled = verdict.result is Result.FAIL and record is not None and record.pct < 100
+    return verdict.result is not Result.TEMPERROR and not sampled
 
 
 def decide(

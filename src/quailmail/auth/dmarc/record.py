@@ -28,7 +28,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+
+from quailmail.core.kept import kept_by_text
 
 MAX_RI = 2**32 - 1  # ri is a 32-bit unsigned integer (§6.3)
 DEFAULT_RI = 86400
@@ -135,21 +136,9 @@ def is_dmarc_record(text: str) -> bool:
 KEPT_RECORD_MAX = 8192  # characters: a bigger record is parsed each time, never kept
 
 
+@kept_by_text(KEPT_RECORD_MAX, maxsize=1024)  # a domain's record repeats from message to message
 def parse_record(text: str) -> DmarcRecord:
-    """Parse a DMARC record; raise DmarcRecordError when it cannot be used.
-    Kept by its text (a domain's record repeats from message to message)
-    unless it is big, so hostile zones cannot fill memory."""
-    if len(text) > KEPT_RECORD_MAX:
-        return _parse_record(text)
-    return _kept_record(text)
-
-
-@lru_cache(maxsize=1024)
-def _kept_record(text: str) -> DmarcRecord:
-    return _parse_record(text)
-
-
-def _parse_record(text: str) -> DmarcRecord:
+    """Parse a DMARC record; raise DmarcRecordError when it cannot be used."""
     if not text.strip(_WSP):
         raise DmarcRecordError(RecordProblem.EMPTY, "empty record")
     if not is_dmarc_record(text):

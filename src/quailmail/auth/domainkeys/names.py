@@ -3,8 +3,9 @@ a hostile header out of DNS queries and out of the header we write."""
 
 from __future__ import annotations
 
-import functools
 import re
+
+from quailmail.core.kept import kept_by_text
 
 # Letters, digits, hyphen and underscore (`_domainkey` itself has one); DNS
 # allows any octet in a label, but a d= or s= outside this set is hostile or
@@ -13,14 +14,10 @@ _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
 _MAX_NAME = 253  # RFC 1035 §2.3.4 (255 octets on the wire, 253 as text)
 
 
+@kept_by_text(_MAX_NAME)  # the same domains come back
 def is_dns_name(name: str) -> bool:
     if not name or len(name) > _MAX_NAME:
         return False
-    return _labels_ok(name)
-
-
-@functools.lru_cache(maxsize=4096)  # at most 253 characters; the same domains come back
-def _labels_ok(name: str) -> bool:
     return all(_LABEL.match(label) for label in name.split("."))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from quailmail.auth.memo import AnswerMemo, Recorder
+from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.spf.evaluate import (
     MAX_DNS_TERMS,
     MAX_VOID_LOOKUPS,
@@ -121,18 +121,15 @@ async def check_mailfrom(
     time, `%{t}`)."""
     sender = mail_from or f"postmaster@{helo}"
     if memo is not None and clock is None:
-        key = (str(ip), sender, helo, receiver, default_explanation, time_limit, local)
-        kept = await memo.get(key, resolver)
-        if kept is not None:
-            return kept
-        recorder = Recorder(resolver)
-        verdict = await check_mailfrom(
-            ip, mail_from, helo, recorder, receiver=receiver,
-            default_explanation=default_explanation, time_limit=time_limit, local=local,
+        return await memo.through(
+            (str(ip), sender, helo, receiver, default_explanation, time_limit, local),
+            resolver,
+            lambda recorder: check_mailfrom(
+                ip, mail_from, helo, recorder, receiver=receiver,
+                default_explanation=default_explanation, time_limit=time_limit, local=local,
+            ),
+            lambda verdict: verdict.result not in _NOT_KEPT,
         )  # fmt: skip
-        if verdict.result not in _NOT_KEPT:
-            memo.put(key, verdict, recorder.reads)
-        return verdict
     return await run_check(
         ip,
         split_sender(sender)[1],
