@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from quailmail.config.control import Control
+from quailmail.dns.resolver import DnsResolver
 from quailmail.dns.zone import Fault
 from quailmail.dns.zoneserver import ZoneServer
+from quailmail.policy.base import Client
+from quailmail.policy.spf import local_policy
 
 from policysmtp import (
     by_subject,
@@ -235,3 +239,29 @@ def test_broken_spfrules_are_ignored_with_a_warning(
         assert transaction(client, "joe@pass.test", [RCPT], message("y")).accepted
     server.stop()
     assert "spfrules" in server.log_path.read_text()
+
+
+def test_local_policy_files_are_parsed_once_per_version(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "control").mkdir()
+    control = Control(tmp_path)
+    client = Client(tmp_path, control, DnsResolver([("127.0.0.1", 9)]), "mx.test", CLIENT, {})
+    assert local_policy(client) is None  # neither file
+    (tmp_path / "control" / "spfrules").write_text("# forwarders\ninclude:forwarders.test\n")
+    first, again = local_policy(client), local_policy(client)
+    assert first is not None and again is not None
+    assert [m.kind for m in first.rules] == ["include"] and first.guess == ()
+    assert again.rules is first.rules  # the file's parse was kept, not redone
+    (tmp_path / "control" / "spfguess").write_text("a -all\n")
+    both = local_policy(client)
+    assert both is not None and both.rules is first.rules
+    assert [m.kind for m in both.guess] == ["a", "all"]
+    # A broken file is ignored with a warning at every use; the other counts.
+    (tmp_path / "control" / "spfrules").write_text("include:\n")
+    with caplog.at_level("WARNING", logger="quailmail.policy"):
+        broken = local_policy(client)
+        local_policy(client)
+    assert broken is not None and broken.rules == () and broken.guess == both.guess
+    warned = [r.getMessage() for r in caplog.records if "control/spfrules" in r.getMessage()]
+    assert len(warned) == 2

@@ -36,17 +36,20 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 from quailmail.auth import authres
 from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.spf import (
     DEFAULT_EXPLANATION,
     LocalPolicy,
+    Mechanism,
     SpfResult,
     SpfSyntaxError,
     SpfVerdict,
     check_mailfrom,
 )
+from quailmail.config.control import parse_lines
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -91,24 +94,44 @@ def behavior(client: Client) -> int:
     return parse_level(client.control.value("spfbehavior"))
 
 
-def local_policy(client: Client) -> LocalPolicy | None:
-    control = client.control
-    rules = " ".join(control.lines("spfrules"))
-    guess = " ".join(control.lines("spfguess"))
-    if not rules and not guess:
-        return None
+@dataclass(frozen=True, slots=True)
+class _LocalTerms:
+    """One local policy file, parsed: its mechanisms, or why it is ignored."""
+
+    terms: tuple[Mechanism, ...] = ()
+    error: str | None = None
+
+
+def _parse_rules(data: bytes) -> _LocalTerms:
     try:
-        return LocalPolicy.parse(rules, guess)
+        return _LocalTerms(LocalPolicy.parse(rules=" ".join(parse_lines(data))).rules)
     except SpfSyntaxError as exc:
-        log.warning("%s: control/%s ignored", client.ip, exc)
-        try:  # keep whichever of the two parses
-            return LocalPolicy.parse(rules, "")
-        except SpfSyntaxError:
-            pass
-        try:
-            return LocalPolicy.parse("", guess)
-        except SpfSyntaxError:
-            return None
+        return _LocalTerms(error=str(exc))
+
+
+def _parse_guess(data: bytes) -> _LocalTerms:
+    try:
+        return _LocalTerms(LocalPolicy.parse(guess=" ".join(parse_lines(data))).guess)
+    except SpfSyntaxError as exc:
+        return _LocalTerms(error=str(exc))
+
+
+_NO_TERMS = _LocalTerms()
+
+
+def local_policy(client: Client) -> LocalPolicy | None:
+    """control/spfrules and control/spfguess, each parsed once per version
+    of its file (the control cache); a file that does not parse is ignored
+    with a warning, and the other still counts."""
+    control = client.control
+    rules = control.parsed("spfrules", _parse_rules, _NO_TERMS)
+    guess = control.parsed("spfguess", _parse_guess, _NO_TERMS)
+    for broken in (rules, guess):
+        if broken.error is not None:
+            log.warning("%s: control/%s ignored", client.ip, broken.error)
+    if not rules.terms and not guess.terms:
+        return None
+    return LocalPolicy(rules.terms, guess.terms)
 
 
 def refused_at(result: SpfResult, level: int) -> bool:
