@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import smtplib
 import socket
@@ -205,6 +206,18 @@ def test_sigterm_stops_cleanly(server: Running) -> None:
         client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
     assert server.stop() == 0
     assert len(queued(server)) == 1
+
+
+def test_log_lines_keep_their_format(server: Running) -> None:
+    # "date time,ms logger[worker]: text", one a line, the time as logging's
+    # default renders it (the server formats the seconds once a second).
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE)
+    server.stop()
+    lines = server.log_path.read_text().splitlines()
+    shape = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} quailmail[\w.]*\[\d+\]: \S")
+    assert lines and all(shape.match(line) for line in lines), lines
+    assert any(": queued " in line for line in lines), lines
 
 
 def test_host_rules_use_the_verified_reverse_name(
