@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 HEADER_B_CHARS = 12
 _UNSAFE_COMMENT = re.compile(r"[()\\\r\n]")
+_TOKEN = re.compile(r"[A-Za-z0-9._@+/=-]+")
 
 
 class Verdict(Protocol):
@@ -59,7 +60,7 @@ def comment(text: str) -> str:
 
 def _value(text: str) -> str:
     # RFC 8601 §2.2 pvalue: a token, or quoted when it is not one.
-    if re.fullmatch(r"[A-Za-z0-9._@+/=-]+", text):
+    if _TOKEN.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
