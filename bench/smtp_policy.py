@@ -59,9 +59,11 @@ queue with `Authentication-Results:` saying `dkim=pass` (and for quailmail
 `spf=pass`).  Then a warm-up of 2 x concurrency messages; rounds alternate
 the modes (the order reversed every other round).  Each round: accepted
 msgs/s = messages acknowledged (smtp-source's own counter; it stops at any
-non-2xx) / smtp-source's run time, checked against the queue.  The table
-shows medians; the JSON keeps every sample and the load average at the
-start and end.
+non-2xx) / smtp-source's run time, checked against the queue; and the CPU
+the server's processes used a message (/proc: quailmail's processes, or
+Postfix's master with its daemons plus OpenDKIM).  The table shows
+medians; the JSON keeps every sample and the load average at the start and
+end.
 
 Goals (issue): quailmail+policy >= 2x Postfix+OpenDKIM, and >= 0.75 of
 quailmail with no policy (the `quailmail` mode).
@@ -100,7 +102,7 @@ from quailmail.auth.dkim import sign_dkim
 from quailmail.auth.message import parse_message
 from quailmail.dns.zone import Zone
 from quailmail.dns.zoneserver import ZoneServer
-from smtp_accept import BenchError, Postfix, Quail, free_port, tail
+from smtp_accept import BenchError, Postfix, Quail, cpu_seconds, free_port, tail
 
 NAME = "smtp_policy"
 DOMAIN = "bench.test"
@@ -271,10 +273,16 @@ class Sample:
     messages: int
     seconds: float
     queued: int
+    cpu: float  # seconds of CPU the server's processes used in the round
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """The server's CPU a message, in milliseconds."""
+        return 1000 * self.cpu / self.messages
 
 
 @dataclass
@@ -285,6 +293,10 @@ class Mode:
     @property
     def rate(self) -> float:
         return statistics.median(s.rate for s in self.samples) if self.samples else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(s.cpu_ms for s in self.samples) if self.samples else 0.0
 
 
 def newest_file(top: Path) -> bytes:
@@ -382,6 +394,12 @@ class PostfixOpenDkim:
             )
         return " ".join(text.split())
 
+    def pids(self) -> list[int]:
+        """Postfix's master (its daemons are its descendants) and OpenDKIM."""
+        master = (self.postfix.dir / "spool" / "pid" / "master.pid").read_text().split()[0]
+        assert self.milter.proc is not None
+        return [int(master), self.milter.proc.pid]
+
     def stop(self) -> None:
         self.postfix.stop()
         self.milter.stop()
@@ -402,7 +420,8 @@ def report(modes: dict[str, Mode], args: argparse.Namespace, start_load: str) ->
         f"smtp-source -F, {args.concurrency} connections, one message each, "
         f"{args.size} B signed message, {args.messages} per round, fsync before 250)",
         "",
-        *(f"{name:>18} {mode.rate:8.0f}" for name, mode in modes.items()),
+        f"{'':>18} {'msgs/s':>8} {'server CPU a message':>22}",
+        *(f"{name:>18} {mode.rate:8.0f} {mode.cpu_ms:19.2f} ms" for name, mode in modes.items()),
         "",
         f"policy / Postfix+OpenDKIM: {vs_postfix:.2f}x (goal >= {GOAL_VS_POSTFIX:.1f}x "
         f"{'met' if vs_postfix >= GOAL_VS_POSTFIX else 'MISSED'})",
@@ -443,12 +462,16 @@ def run(args: argparse.Namespace) -> int:
                     if name.startswith("quailmail"):
                         quail.use(name)
                         port, queued = quail.server.port, quail.server.queued
+                        pids = [quail.server.pid]
                     else:
                         port, queued = postfix.postfix.port, postfix.postfix.queued
+                        pids = postfix.pids()
                     count = 2 * args.concurrency if round_ == 0 else args.messages
                     before = queued()
+                    cpu_before = sum(cpu_seconds(pid) for pid in pids)
                     seconds, acknowledged = send(port, args.concurrency, count, message_file)
-                    sample = Sample(acknowledged, seconds, queued() - before)
+                    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+                    sample = Sample(acknowledged, seconds, queued() - before, cpu)
                     if sample.queued != acknowledged:
                         raise BenchError(
                             f"{name}: {acknowledged} acknowledged, {sample.queued} queued"
@@ -457,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
                         modes[name].samples.append(sample)
                         print(
                             f"  round {round_}: {name:18} {count} msgs in {seconds:6.2f} s "
-                            f"= {sample.rate:6.0f}/s (load {load_average()})",
+                            f"= {sample.rate:6.0f}/s, CPU {sample.cpu_ms:.2f} ms a message "
+                            f"(load {load_average()})",
                             flush=True,
                         )
         finally:
@@ -486,7 +510,11 @@ def run(args: argparse.Namespace) -> int:
         "modes": {
             name: {
                 "accepted_msgs_per_s": round(mode.rate, 1),
-                "samples": [vars(s) | {"rate": round(s.rate, 1)} for s in mode.samples],
+                "server_cpu_ms_per_msg": round(mode.cpu_ms, 3),
+                "samples": [
+                    vars(s) | {"rate": round(s.rate, 1), "cpu_ms": round(s.cpu_ms, 3)}
+                    for s in mode.samples
+                ],
             }
             for name, mode in modes.items()
         },
