@@ -175,6 +175,26 @@ def test_tcprules_deny_and_recompile_without_restart(server: Running) -> None:
     assert _talk(server.smtp, b"QUIT\r\n", host="::1").startswith(b"220 ")
 
 
+@pytest.mark.parametrize("content", [b"", b"not a cdb at all", b"\xff" * 4096])
+def test_an_unreadable_rules_file_gets_a_421_until_it_is_mended(
+    server: Running, content: bytes
+) -> None:
+    # Written in place by hand, truncated, or corrupt: the client is told to
+    # come back (tcpserver would drop it), the reason is logged in one line,
+    # and the next connection reads the file again.
+    cdb = server.root / "control" / "tcp.smtp.cdb"
+    good = cdb.read_bytes()
+    cdb.write_bytes(content)
+    answer = _talk(server.smtp, b"")  # nothing unread when it closes: no reset
+    assert answer.startswith(b"421 4.3.0 ") and answer.count(b"\r\n") == 1, answer
+    cdb.write_bytes(good)
+    assert _talk(server.smtp, b"QUIT\r\n").startswith(b"220 ")
+    server.stop()
+    log = server.log_path.read_text()
+    assert "tcp.smtp.cdb unreadable: " in log
+    assert "Traceback" not in log
+
+
 def test_swaks(server: Running) -> None:
     swaks = shutil.which("swaks")
     if swaks is None:

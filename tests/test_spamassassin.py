@@ -17,6 +17,7 @@ import pytest
 
 from quailmail.config.tcprules import compile_rules
 from quailmail.config.users import add_user
+from quailmail.core.files import write_atomic
 from quailmail.dns.zoneserver import ZoneServer
 
 from serverfixtures import Running, free_port, maildir, wait_for
@@ -137,11 +138,12 @@ def test_trusted_clients_are_scanned_only_when_asked(
 ) -> None:
     server = server_factory(setup_for(spamd.spec, dns_server))
     cdb = server.root / "control" / "tcp.smtp.cdb"
-    cdb.write_bytes(compile_rules('127.:allow,RELAYCLIENT=""\n'))
+    # Replaced by rename, as `quail tcprules` does, while the server runs.
+    write_atomic(cdb, compile_rules('127.:allow,RELAYCLIENT=""\n'))
     send(server, message("relayed", GTUBE))
-    cdb.write_bytes(compile_rules('127.:allow,RELAYCLIENT="",SPAMSCAN="1"\n'))
+    write_atomic(cdb, compile_rules('127.:allow,RELAYCLIENT="",SPAMSCAN="1"\n'))
     send(server, message("asked", GTUBE))
-    cdb.write_bytes(compile_rules(':allow,SPAMSCAN="0"\n'))
+    write_atomic(cdb, compile_rules(':allow,SPAMSCAN="0"\n'))
     send(server, message("excluded", GTUBE))
     headers = queued_headers(server)
     assert "X-Spam-Status" not in headers["relayed"]

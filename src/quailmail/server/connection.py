@@ -174,7 +174,12 @@ class SmtpConnection(asyncio.Protocol):
             self._refuse(Reply(421, "4.7.0", f"{state.hostname} too many connections"))
             return
         rules = state.root / "control" / self.listener.rules
-        if wants_hostname(rules):
+        try:
+            naming = wants_hostname(rules)
+        except (OSError, ValueError) as exc:
+            self._rules_unreadable(rules, exc)
+            return
+        if naming:
             # Rules name hosts: find the client's verified name first, as
             # tcpserver does; input waits in `pending` meanwhile.
             self.naming = True
@@ -199,7 +204,11 @@ class SmtpConnection(asyncio.Protocol):
         ip = self.remote_ip
         # tcpserver reads the rules file on every connection: a recompiled
         # file counts at once.  No file: every client allowed, no variables.
-        match = rules_lookup(rules, ip, hostname=host)
+        try:
+            match = rules_lookup(rules, ip, hostname=host)
+        except (OSError, ValueError) as exc:
+            self._rules_unreadable(rules, exc)
+            return
         if match is not None and not match.allow:
             log.info("%s: denied by %s", ip, match.key or "the default rule")
             self._close()  # tcpserver drops a denied client without a word
@@ -289,6 +298,16 @@ class SmtpConnection(asyncio.Protocol):
         if self.greeting_held and not self.closed:
             self.greeting_held = False
             self._pump()
+
+    def _rules_unreadable(self, rules: Path, exc: Exception) -> None:
+        """A rules file that cannot be read (half written in place, corrupt,
+        unreadable): tcpserver drops the client ("unable to read"); we say
+        so with a 421, which makes it retry, and read the file again at the
+        next connection."""
+        log.warning("%s: rules %s unreadable: %s", self.remote_ip, rules, exc)
+        self._refuse(
+            Reply(421, "4.3.0", f"{self.state.hostname} local configuration error, try again later")
+        )
 
     def _refuse(self, reply: Reply) -> None:
         assert self.transport is not None
