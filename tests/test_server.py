@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -68,6 +69,17 @@ def test_starttls_and_implicit_tls(server: Running) -> None:
     assert len(messages) == 2
     assert all(b"(using TLSv1." in m.split(b"\r\n\r\n")[0] for m in messages)
     assert all(b"with ESMTPS" in m for m in messages)
+    # A TLS client that ends its input with close_notify (as Postfix does):
+    # taken without asyncio's "returning true from eof_received()" warning.
+    raw = socket.create_connection(("127.0.0.1", server.smtps), timeout=10)
+    with no_verify().wrap_socket(raw, server_hostname="mx.test") as tls:
+        assert tls.recv(512).startswith(b"220 ")
+        tls.sendall(b"NOOP\r\n")
+        assert tls.recv(512).startswith(b"250 ")
+        with contextlib.suppress(OSError):
+            tls.unwrap()  # close_notify, then the server's close
+    server.stop()
+    assert "eof_received" not in server.log_path.read_text()
 
 
 def test_relay_is_refused_unless_authenticated(server: Running) -> None:

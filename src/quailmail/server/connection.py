@@ -341,16 +341,19 @@ class SmtpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # True keeps our side open: replies to what was already sent (a
         # pipelined script ending in QUIT, then EOF) must still be written.
+        # Over TLS the transport closes whatever we answer (asyncio warns
+        # that True has no effect there), so the answer is False.
+        keep_open = not self.tls_active
         if self.session is None or self.naming or self.awaiting_proxy:
             self.eof_pending = True  # fed to the session once it exists
-            return True
+            return keep_open
         if not self.greeting_held:
             self.session.receive(b"")
             if not self.busy:
                 self._pump()
         elif self.greet_delay <= 0:
             self.session.receive(b"")  # read after the greeting, as the input
-        return True
+        return keep_open
 
     # -- the event loop of the session -----------------------------------------------
 
