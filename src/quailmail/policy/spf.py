@@ -106,14 +106,14 @@ def _parse_rules(data: bytes) -> _LocalTerms:
     try:
         return _LocalTerms(LocalPolicy.parse(rules=" ".join(parse_lines(data))).rules)
     except SpfSyntaxError as exc:
-        return _LocalTerms(error=str(exc))
+        return _LocalTerms(error=str(exc).removeprefix("spfrules: "))
 
 
 def _parse_guess(data: bytes) -> _LocalTerms:
     try:
         return _LocalTerms(LocalPolicy.parse(guess=" ".join(parse_lines(data))).guess)
     except SpfSyntaxError as exc:
-        return _LocalTerms(error=str(exc))
+        return _LocalTerms(error=str(exc).removeprefix("spfguess: "))
 
 
 _NO_TERMS = _LocalTerms()
@@ -126,9 +126,9 @@ def local_policy(client: Client) -> LocalPolicy | None:
     control = client.control
     rules = control.parsed("spfrules", _parse_rules, _NO_TERMS)
     guess = control.parsed("spfguess", _parse_guess, _NO_TERMS)
-    for broken in (rules, guess):
-        if broken.error is not None:
-            log.warning("%s: control/%s ignored", client.ip, broken.error)
+    for name, parsed in (("spfrules", rules), ("spfguess", guess)):
+        if parsed.error is not None:
+            log.warning("%s: control/%s ignored: %s", client.ip, name, parsed.error)
     if not rules.terms and not guess.terms:
         return None
     return LocalPolicy(rules.terms, guess.terms)
