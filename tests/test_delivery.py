@@ -81,6 +81,10 @@ def test_local_alias_delivery(server_factory: Callable[..., Running]) -> None:
     assert b"\r\n" not in got  # Maildir files have LF line ends
     assert got.endswith(b"body line one\n.leading dot\nlast line alias\n")
     wait_for(lambda: not queue_ids(server), what="the queue to empty")
+    # qmail-send's log says where it went, once: "<qid> 0 <rcpt>: delivered: <file>".
+    line = next(x for x in log_of(server).splitlines() if "<postmaster@mx.test>: delivered" in x)
+    assert line.count("delivered:") == 1, line
+    assert line.endswith(f": delivered: {box / 'new'}/" + line.rsplit("/", 1)[1]), line
 
 
 def test_virtual_user_and_junk_folder(server_factory: Callable[..., Running]) -> None:

@@ -379,7 +379,7 @@ class Scheduler:
             except ValueError as exc:
                 outcome = Outcome.permanent(f"cannot forward: {exc} (#5.1.3)")
         where = ", ".join(result.delivered)
-        reason = outcome.reason if not outcome.is_ok else f"delivered: {where or 'forwarded'}"
+        reason = outcome.reason if not outcome.is_ok else where or "forwarded"
         return _Result(rcpt.index, outcome.kind, reason)
 
     # -- remote -----------------------------------------------------------
