@@ -70,7 +70,7 @@ run: install
 	@test -f var/control/me || $(BIN)/quail init var --hostname localhost
 	@echo "quailmail serves ./var: SMTP 2525, SMTPS 2465, submission 2587 on 127.0.0.1 and ::1."
 	@echo "Send a first message:   swaks --server 127.0.0.1 --port 2525 --to postmaster@localhost"
-	@echo "It lands in the queue:  $(BIN)/quail queue list --root var   (delivery to Maildir arrives with issue 5)"
+	@echo "It is delivered to:     var/alias/Maildir/new/   (waiting mail: $(BIN)/quail queue list --root var)"
 	@echo "Stop with Ctrl-C."
 	$(BIN)/quail serve --root var
 
