@@ -34,6 +34,7 @@ tcp.smtp, and skipped for that.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from quailmail.auth.spf import (
     SpfSyntaxError,
     SpfVerdict,
     check_mailfrom,
+    local_terms,
 )
 from quailmail.config.control import parse_lines
 from quailmail.core.reply import Reply
@@ -102,20 +104,15 @@ class _LocalTerms:
     error: str | None = None
 
 
-def _parse_rules(data: bytes) -> _LocalTerms:
+def _parse_local(name: str, data: bytes) -> _LocalTerms:
     try:
-        return _LocalTerms(LocalPolicy.parse(rules=" ".join(parse_lines(data))).rules)
+        return _LocalTerms(local_terms(" ".join(parse_lines(data)), name))
     except SpfSyntaxError as exc:
-        return _LocalTerms(error=str(exc).removeprefix("spfrules: "))
+        return _LocalTerms(error=str(exc).removeprefix(f"{name}: "))
 
 
-def _parse_guess(data: bytes) -> _LocalTerms:
-    try:
-        return _LocalTerms(LocalPolicy.parse(guess=" ".join(parse_lines(data))).guess)
-    except SpfSyntaxError as exc:
-        return _LocalTerms(error=str(exc).removeprefix("spfguess: "))
-
-
+# The control cache keeps a parse by (file, parser): one parser a file.
+_LOCAL_FILES = {name: functools.partial(_parse_local, name) for name in ("spfrules", "spfguess")}
 _NO_TERMS = _LocalTerms()
 
 
@@ -123,15 +120,16 @@ def local_policy(client: Client) -> LocalPolicy | None:
     """control/spfrules and control/spfguess, each parsed once per version
     of its file (the control cache); a file that does not parse is ignored
     with a warning, and the other still counts."""
-    control = client.control
-    rules = control.parsed("spfrules", _parse_rules, _NO_TERMS)
-    guess = control.parsed("spfguess", _parse_guess, _NO_TERMS)
-    for name, parsed in (("spfrules", rules), ("spfguess", guess)):
+    files = {
+        name: client.control.parsed(name, parse, _NO_TERMS) for name, parse in _LOCAL_FILES.items()
+    }
+    for name, parsed in files.items():
         if parsed.error is not None:
             log.warning("%s: control/%s ignored: %s", client.ip, name, parsed.error)
-    if not rules.terms and not guess.terms:
+    rules, guess = files["spfrules"].terms, files["spfguess"].terms
+    if not rules and not guess:
         return None
-    return LocalPolicy(rules.terms, guess.terms)
+    return LocalPolicy(rules, guess)
 
 
 def refused_at(result: SpfResult, level: int) -> bool:

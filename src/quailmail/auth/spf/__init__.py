@@ -18,7 +18,7 @@ from quailmail.auth.spf.check import (
     client_address,
     split_sender,
 )
-from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS, LocalPolicy
+from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS, LocalPolicy, local_terms
 from quailmail.auth.spf.macro import MacroError, MacroString, expand, parse_macro_string
 from quailmail.auth.spf.record import Mechanism, Modifier, SpfRecord, SpfSyntaxError, parse_record
 from quailmail.auth.spf.result import HELO, MAILFROM, PRA, SpfResult, SpfVerdict
@@ -46,6 +46,7 @@ __all__ = [
     "check_senderid",
     "client_address",
     "expand",
+    "local_terms",
     "parse_macro_string",
     "parse_record",
     "pra",

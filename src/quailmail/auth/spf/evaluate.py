@@ -304,13 +304,15 @@ class LocalPolicy:
         """From the control files' text: mechanisms separated by spaces, an
         optional leading `v=spf1`.  Modifiers are not allowed.  Raises
         SpfSyntaxError with the reason."""
-        return cls(_local_terms(rules, "spfrules"), _local_terms(guess, "spfguess"))
+        return cls(local_terms(rules, "spfrules"), local_terms(guess, "spfguess"))
 
     def __bool__(self) -> bool:
         return bool(self.rules or self.guess)
 
 
-def _local_terms(text: str, name: str) -> tuple[Mechanism, ...]:
+def local_terms(text: str, name: str) -> tuple[Mechanism, ...]:
+    """The mechanisms of one local policy file's text (`name`: spfrules or
+    spfguess); raises SpfSyntaxError naming the file."""
     text = " ".join(text.split())
     if not text:
         return ()
