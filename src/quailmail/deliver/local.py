@@ -145,16 +145,16 @@ async def deliver_local(
         if line.kind is Kind.PROGRAM:
             result = await run_command(line.value, message, env, timeout=command_timeout)
             outcome, stop, done = result.outcome, result.stop, f"|{line.value}"
-        else:
-            if line.kind is Kind.MAILDIR:
-                path = mb.home / line.value
-                outcome = await _maildir(path, message, recipient, sender, plan.spam)
-            else:
-                outcome = await asyncio.to_thread(
-                    deliver_mbox, mb.home / line.value, message,
-                    delivered_to=recipient, return_path=sender,
-                )  # fmt: skip
+        elif line.kind is Kind.MAILDIR:
+            path = mb.home / line.value
+            outcome = await _maildir(path, message, recipient, sender, plan.spam)
             done = outcome.reason  # the file delivered to
+        else:
+            outcome = await asyncio.to_thread(
+                deliver_mbox, mb.home / line.value, message,
+                delivered_to=recipient, return_path=sender,
+            )  # fmt: skip
+            done = outcome.reason
         if not outcome.is_ok:
             return LocalResult(outcome, (), plan.new_sender, tuple(delivered))
         delivered.append(done)
