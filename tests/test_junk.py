@@ -4,12 +4,15 @@ seeds' own ``|preline /usr/bin/maildrop FILTER`` line run with Debian's maildrop
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from quailmail.config.users import make_maildir
+from quailmail.deliver import junk
 from quailmail.deliver.junk import is_spam, junk_enabled
 from quailmail.deliver.local import Mailbox, deliver_local
 
@@ -148,10 +151,6 @@ def test_waits_for_dovecots_lock_and_keeps_what_dovecot_wrote(
 ) -> None:
     """An IMAP SUBSCRIBE under way holds subscriptions.lock, writes the new
     file into it and renames it over: we wait, then add Junk to its result."""
-    import os
-
-    from quailmail.deliver import junk
-
     home = _home(tmp_path)
     md = home / "Maildir"
     (md / "subscriptions").write_text("V\t2\n\nINBOX\n")
@@ -174,9 +173,6 @@ def test_waits_for_dovecots_lock_and_keeps_what_dovecot_wrote(
 
 
 def test_a_stale_lock_is_overridden(tmp_path: Path) -> None:
-    import os
-    import time
-
     home = _home(tmp_path)
     md = home / "Maildir"
     lock = md / "subscriptions.lock"
@@ -191,8 +187,6 @@ def test_a_stale_lock_is_overridden(tmp_path: Path) -> None:
 def test_a_lock_held_too_long_skips_the_subscription_not_the_mail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from quailmail.deliver import junk
-
     monkeypatch.setattr(junk, "LOCK_WAIT", 0.2)
     home = _home(tmp_path)
     md = home / "Maildir"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import signal
 import smtplib
 import time
@@ -265,6 +266,8 @@ def test_run_passes_fd_4_and_leaks_no_descriptor(
     before = _open_fds()
     replies = runner(each(paths))
     assert _open_fds() == before  # none of the pipes stays open here
+    # qmail-smtpd's "ok <time> qp <pid>": the time of the run, the program's pid.
+    assert re.fullmatch(r"ok \d{10} qp [1-9]\d*", replies[1].text), replies[1].text
     assert given_fds(tmp_path / "fds") == [0, 1, 2, 4]  # nor reaches the program
     assert replies == [
         Reply(554, "5.3.0", "Your email is considered spam (12.3 hits)"),
