@@ -322,29 +322,27 @@ def load_cdb(path: Path) -> Cdb:
     return cdb
 
 
-def lookup(
+def load_rules(cdb_path: Path) -> Cdb | None:
+    """The rules cdb as it is now (one `stat`, read again only when it changed),
+    or None when there is no file: every client allowed, no variables.
+    Raises CdbError for a corrupt file and OSError for one that cannot be read."""
+    try:
+        return load_cdb(cdb_path)
+    except FileNotFoundError:
+        return None
+
+
+def match_rules(
+    cdb: Cdb | None,
     cdb_path: Path,
     ip: str,
     *,
     hostname: str | None = None,
     info: str | None = None,
-    missing_ok: bool = True,
 ) -> RuleMatch | None:
-    """The rule for a client, as tcpserver finds it on each connection.
-
-    `hostname`: the client's verified reverse name (forward-confirmed by the
-    caller), or None; `info`: its ident name (never asked for by quailmail).
-    None means no rule applies: allow with no variables.  A missing file gives
-    None, or FileNotFoundError with `missing_ok=False` (tcpserver -x without
-    -X).  Raises ValueError for an `ip` that is not an address, CdbError for a
-    corrupt file and OSError for one that cannot be read.
-    """
-    try:
-        cdb = load_cdb(cdb_path)
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise
+    """`lookup` in rules already loaded by `load_rules` from `cdb_path`."""
+    if cdb is None:
+        return None
     # The answer for a client is kept with the cdb it came from: the same
     # Cdb object means the same file (load_cdb checked it), so a recompiled
     # file still counts at the next connection.
@@ -362,6 +360,27 @@ def lookup(
     return match
 
 
+def lookup(
+    cdb_path: Path,
+    ip: str,
+    *,
+    hostname: str | None = None,
+    info: str | None = None,
+    missing_ok: bool = True,
+) -> RuleMatch | None:
+    """The rule for a client, as tcpserver finds it on each connection.
+
+    `hostname`: the client's verified reverse name (forward-confirmed by the
+    caller), or None; `info`: its ident name (never asked for by quailmail).
+    None means no rule applies: allow with no variables.  A missing file gives
+    None, or FileNotFoundError with `missing_ok=False` (tcpserver -x without
+    -X).  Raises ValueError for an `ip` that is not an address, CdbError for a
+    corrupt file and OSError for one that cannot be read.
+    """
+    cdb = load_cdb(cdb_path) if not missing_ok else load_rules(cdb_path)
+    return match_rules(cdb, cdb_path, ip, hostname=hostname, info=info)
+
+
 _answers: dict[str, tuple[Cdb, dict[tuple[str, str | None, str | None], RuleMatch | None]]] = {}
 
 
@@ -373,13 +392,11 @@ def control_rules(root: Path, name: str = SMTP_RULES) -> Path:
 _names: dict[str, tuple[Cdb, bool]] = {}
 
 
-def wants_hostname(cdb_path: Path) -> bool:
-    """Whether the rules name hosts (`=host`, `=.domain`, `=`): only then is
-    the client's reverse name worth a DNS lookup per connection (tcpserver
-    looks it up unless run with -H)."""
-    try:
-        cdb = load_cdb(cdb_path)
-    except FileNotFoundError:
+def names_hosts(cdb: Cdb | None, cdb_path: Path) -> bool:
+    """Whether rules loaded from `cdb_path` name hosts (`=host`, `=.domain`,
+    `=`): only then is the client's reverse name worth a DNS lookup per
+    connection (tcpserver looks it up unless run with -H)."""
+    if cdb is None:
         return False
     name = os.fspath(cdb_path)
     hit = _names.get(name)
@@ -387,3 +404,8 @@ def wants_hostname(cdb_path: Path) -> bool:
         hit = (cdb, any(key.startswith(b"=") or b"@=" in key for key, _ in cdb.items()))
         _names[name] = hit
     return hit[1]
+
+
+def wants_hostname(cdb_path: Path) -> bool:
+    """`names_hosts` of the rules file as it is now (False when there is none)."""
+    return names_hosts(load_rules(cdb_path), cdb_path)

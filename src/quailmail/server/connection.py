@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from quailmail.config.auth import authenticate, checkpassword_command, may_offer_auth
+from quailmail.config.cdb import Cdb
 from quailmail.config.recipients import RcptCounter, decide_recipient
-from quailmail.config.tcprules import lookup as rules_lookup
-from quailmail.config.tcprules import wants_hostname
+from quailmail.config.tcprules import load_rules, match_rules, names_hosts
 from quailmail.core.reply import Reply
 from quailmail.net import proxy
 from quailmail.net.addresses import in_networks, plain
@@ -174,8 +174,11 @@ class SmtpConnection(asyncio.Protocol):
             self._refuse(Reply(421, "4.7.0", f"{state.hostname} too many connections"))
             return
         rules = state.root / "control" / self.listener.rules
-        try:
-            naming = wants_hostname(rules)
+        # tcpserver reads the rules file on every connection: a recompiled
+        # file counts at once.  No file: every client allowed, no variables.
+        try:  # a corrupt cdb may show only when its keys are read
+            cdb = load_rules(rules)
+            naming = names_hosts(cdb, rules)
         except (OSError, ValueError) as exc:
             self._rules_unreadable(rules, exc)
             return
@@ -186,7 +189,7 @@ class SmtpConnection(asyncio.Protocol):
             task = self.loop.create_task(verified_name(state.resolver, ip))
             task.add_done_callback(lambda done: self._named(rules, done))
             return
-        self._start(rules, None)
+        self._start(rules, cdb, None)
 
     def _named(self, rules: Path, task: asyncio.Task[str | None]) -> None:
         self.naming = False
@@ -197,15 +200,18 @@ class SmtpConnection(asyncio.Protocol):
         except Exception:  # a resolver bug must not leave the client hanging
             log.exception("%s: reverse lookup failed", self.remote_ip)
             host = None
-        self._start(rules, host)
+        try:  # as the file is now, after the lookup
+            cdb = load_rules(rules)
+        except (OSError, ValueError) as exc:
+            self._rules_unreadable(rules, exc)
+            return
+        self._start(rules, cdb, host)
 
-    def _start(self, rules: Path, host: str | None) -> None:
+    def _start(self, rules: Path, cdb: Cdb | None, host: str | None) -> None:
         state = self.state
         ip = self.remote_ip
-        # tcpserver reads the rules file on every connection: a recompiled
-        # file counts at once.  No file: every client allowed, no variables.
-        try:
-            match = rules_lookup(rules, ip, hostname=host)
+        try:  # a corrupt cdb may show only at a lookup
+            match = match_rules(cdb, rules, ip, hostname=host)
         except (OSError, ValueError) as exc:
             self._rules_unreadable(rules, exc)
             return
