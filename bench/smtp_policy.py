@@ -325,7 +325,7 @@ class QuailModes:
         (control / "spfbehavior").write_text("3\n")
         greylist = self.server.root / "greylist"
         (control / "greylistdir").write_text("greylist\n")
-        entry = greylist / "127" / "000" / "000"  # jgreylist's layout, per /24
+        entry = greylist / "ip4" / "127" / "000" / "000"  # jgreylist's layout, per /24
         entry.parent.mkdir(parents=True)
         entry.touch()
         aged = time.time() - 3600

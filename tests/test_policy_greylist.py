@@ -36,10 +36,10 @@ GREY2 = "450 4.7.1 GREYLIST I said to try later."
 @pytest.mark.parametrize(
     ("ip", "by_ip", "key"),
     [
-        ("127.0.0.1", False, "127/000/000"),
-        ("127.0.0.1", True, "127/000/000/001"),
-        ("192.0.2.99", False, "192/000/002"),
-        ("::ffff:192.0.2.99", True, "192/000/002/099"),
+        ("127.0.0.1", False, "ip4/127/000/000"),
+        ("127.0.0.1", True, "ip4/127/000/000/001"),
+        ("192.0.2.99", False, "ip4/192/000/002"),
+        ("::ffff:192.0.2.99", True, "ip4/192/000/002/099"),
         ("2001:470:1f0f:350::1", False, "ip6/20/01/04/70/1f/0f/03/50"),  # the seeds' example
         ("2001:470:1f0f:350::1", True, "ip6/20/01/04/70/1f/0f/03/50/00/00/00/00/00/00/00/01"),
         ("::1", False, "ip6/00/00/00/00/00/00/00/00"),
@@ -70,9 +70,9 @@ def test_file_store_keeps_first_seen_in_mtime_and_last_seen_in_atime(tmp_path: P
     store = FileStore(tmp_path, clock=lambda: now[0])
     key = client_key("192.0.2.1", by_ip=False)
     assert asyncio.run(store.visit(key)) == Visit(None, 1_000_000.0)
-    path = tmp_path / "192" / "000" / "002"
+    path = tmp_path / "ip4" / "192" / "000" / "002"
     assert path.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "192").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "ip4" / "192").stat().st_mode & 0o777 == 0o700
     os.utime(path, (1_000_000, 1_000_000))
     now[0] = 1_000_050.0
     assert asyncio.run(store.visit(key)) == Visit(1_000_000.0, 1_000_050.0)
@@ -137,7 +137,7 @@ def test_greylisted_then_accepted_over_ipv4(
     first = finals(talk(server.smtp, proxied=proxied))
     assert first[0].startswith("220 ") and first[2] == GREY1  # the reply to MAIL
     assert first[-1].startswith("221 ")  # told, not dropped
-    entry = grey / "192" / "000" / "002"
+    entry = grey / "ip4" / "192" / "000" / "002"
     assert entry.is_file()
     assert finals(talk(server.smtp, proxied=proxied))[2] == GREY2  # within JGREYLIST_HOLDTIME
     first_seen = entry.stat().st_mtime
@@ -160,7 +160,7 @@ def test_a_passed_client_is_remembered_for_a_minute(
     stat and no utime of its file (its atime lags); a deleted entry
     greylists again only after that."""
     grey = tmp_path / "jgreylist"
-    entry = grey / "192" / "000" / "002"
+    entry = grey / "ip4" / "192" / "000" / "002"
     entry.parent.mkdir(parents=True)
     entry.touch()
     os.utime(entry, (time.time(), time.time() - 3600))  # passed an hour ago
@@ -243,7 +243,7 @@ def test_ipv6_clients_by_64_and_by_address(
     assert finals(talk(server.smtp, proxied="2001:db8::7"))[2] == GREY1
     assert (grey / "ip6/20/01/0d/b8/00/00/00/00/00/00/00/00/00/00/00/07").is_file()
     assert finals(talk(server.smtp, proxied="192.0.2.8"))[2] == GREY1
-    assert (grey / "192/000/002/008").is_file()
+    assert (grey / "ip4/192/000/002/008").is_file()
 
 
 def test_jgreylist_norev_relayclient_and_logging(
@@ -276,7 +276,7 @@ def test_jgreylist_norev_relayclient_and_logging(
     relay = finals(talk(server.smtp, source="127.0.0.6"))
     assert relay[2].startswith("250 ")
     assert finals(talk(server.smtp, source="127.0.0.7"))[2] == GREY1
-    made = sorted(p.name for p in (grey / "127" / "000" / "000").iterdir())
+    made = sorted(p.name for p in (grey / "ip4" / "127" / "000" / "000").iterdir())
     assert made == ["005", "007"]  # never an entry for allowed, denied or relay clients
     log = server.log_path.read_text()
     assert "jgreylist: 127.0.0.2: OK whitelisted" in log
@@ -315,14 +315,22 @@ def test_an_existing_jgreylist_directory_keeps_working(
     server_factory: Callable[..., Running], dns_server: ZoneServer, tmp_path: Path
 ) -> None:
     grey = tmp_path / "jgreylist"
-    entry = grey / "127" / "000" / "000"
-    entry.parent.mkdir(parents=True, mode=0o700)
-    entry.touch(mode=0o600)
-    os.utime(entry, (time.time() - 86400, time.time() - 3 * 86400))  # seen by jgreylist
+    seen = time.time() - 3 * 86400
+    # Seen by the seeds' patched jgreylist (ip4/), and by the unpatched one.
+    for path in ("ip4/127/000/000", "192/000/002"):
+        entry = grey / path
+        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry.touch(mode=0o600)
+        os.utime(entry, (time.time() - 86400, seen))
     server = _serve(server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n')
-    assert _codes(finals(talk(server.smtp, proxied="127.0.0.1"))) == [
-        "220", "250", "250", "250", "221",
-    ]  # fmt: skip
+    for client in ("127.0.0.1", "192.0.2.7"):
+        assert _codes(finals(talk(server.smtp, proxied=client))) == [
+            "220", "250", "250", "250", "221",
+        ], client  # fmt: skip
+    # The old entry's first sighting is carried over into the layout with ip4/.
+    moved = (grey / "ip4" / "192" / "000" / "002").stat()
+    assert abs(moved.st_mtime - seen) < 1 and moved.st_atime > seen + 86400
+    assert finals(talk(server.smtp, proxied="192.0.3.7"))[2] == GREY1  # a new one
     # A directory that is not there: the client is told to retry, and why is logged.
     missing = _serve(
         server_factory,
@@ -334,6 +342,12 @@ def test_an_existing_jgreylist_directory_keeps_working(
         "451 4.3.0 greylisting unavailable, try again later"
     )
     assert "does not exist" in missing.log_path.read_text()
+    (tmp_path / "afile").write_text("")
+    not_dir = _serve(
+        server_factory, dns_server, f':allow,JGREYLIST_DIR="{tmp_path / "afile"}"\n', name="file"
+    )
+    assert finals(talk(not_dir.smtp, host="::1"))[2].startswith("451 4.3.0 ")
+    assert "afile is not a directory" in not_dir.log_path.read_text()
 
 
 # -- quail greylist clean -------------------------------------------------------------
@@ -350,10 +364,11 @@ def _entry(root: Path, path: str, age_days: float) -> Path:
 
 def test_clean_deletes_what_was_not_seen_for_days(tmp_path: Path) -> None:
     grey = tmp_path / "jgreylist"
-    old4 = _entry(grey, "192/000/002", 40)
-    new4 = _entry(grey, "192/000/003", 1)
+    old4 = _entry(grey, "ip4/192/000/002", 40)
+    new4 = _entry(grey, "ip4/192/000/003", 1)
     old6 = _entry(grey, "ip6/20/01/04/70/1f/0f/03/50", 31)
-    week = _entry(grey, "010/000/000/001", 8)
+    week = _entry(grey, "ip4/010/000/000/001", 8)
+    unpatched = _entry(grey, "198/051/100", 45)  # jgreylist without the IPv6 patch
     stray = _entry(grey, "README", 400)
     quail = QUAIL
     run = subprocess.run(
@@ -363,8 +378,9 @@ def test_clean_deletes_what_was_not_seen_for_days(tmp_path: Path) -> None:
         text=True,
     )
     assert run.returncode == 0, run.stderr
-    assert "removed 2 entries not seen for 30 days, kept 2" in run.stdout
+    assert "removed 3 entries not seen for 30 days, kept 2" in run.stdout
     assert not old4.exists() and not old6.exists() and not (grey / "ip6").exists()
+    assert not unpatched.exists() and not (grey / "198").exists()
     assert new4.exists() and week.exists() and stray.exists()
     # --older-than, and the directory from control/greylistdir of --root.
     root = tmp_path / "root"
@@ -377,7 +393,7 @@ def test_clean_deletes_what_was_not_seen_for_days(tmp_path: Path) -> None:
         text=True,
     )
     assert run.returncode == 0, run.stderr
-    assert not week.exists() and not (grey / "010").exists() and new4.exists()
+    assert not week.exists() and not (grey / "ip4" / "010").exists() and new4.exists()
     nowhere = subprocess.run(
         [quail, "greylist", "clean", "--dir", str(tmp_path / "nowhere")],
         check=False,
@@ -447,10 +463,10 @@ def test_redis_store_is_shared_by_two_nodes(
     assert time.monotonic() - started >= 1.0
     client = redis.Redis.from_url(redis_url)
     try:
-        entry = client.hgetall("greylist:198/051/100")
+        entry = client.hgetall("greylist:ip4/198/051/100")
         assert set(entry) == {b"first", b"last"}
         assert float(entry[b"last"]) - float(entry[b"first"]) >= 1.0
-        assert 0 < client.ttl("greylist:198/051/100") <= 30 * 86400
+        assert 0 < client.ttl("greylist:ip4/198/051/100") <= 30 * 86400
     finally:
         client.close()
     # node A agrees; a new network is greylisted on node A by a node-B sighting.

@@ -2,7 +2,8 @@
 
 Deletes the entries of a jgreylist directory not seen (atime: the last
 sighting) for `--older-than DAYS` (default 30), then the directories they
-leave empty.  Names outside jgreylist's layout (three-digit decimal octets,
+leave empty.  Names outside jgreylist's layout (`ip4/` and three-digit
+decimal octets, also at the top as the unpatched jgreylist keeps them;
 `ip6/` and two-digit hex bytes) are left alone.  The directory is `--dir`,
 else `control/greylistdir` of the root.  A Redis store needs no cleaning:
 its entries expire by themselves after the same 30 days.

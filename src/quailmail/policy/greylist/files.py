@@ -1,10 +1,16 @@
 """jgreylist's file store: one empty file per key, its timestamps the state.
 
-`DIR/127/000/000` (or `DIR/ip6/20/01/…`): the file's mtime is when the key
-was first seen, its atime when last seen.  A sighting sets the atime and
+`DIR/ip4/127/000/000` (or `DIR/ip6/20/01/…`): the file's mtime is when the
+key was first seen, its atime when last seen.  A sighting sets the atime and
 keeps the mtime (jgreylist's `file_touch`), so an existing jgreylist
 directory keeps working and jgreylist and quailmail can share one.  Files
 are created 0600 and directories 0700, as jgreylist makes them.
+
+The original jgreylist (without the seeds' IPv6 patch) keeps IPv4 entries
+at the top, `DIR/127/000/000`.  When an `ip4/` entry is missing and such an
+entry exists, its mtime is taken over as the first sighting, so a client
+that passed under the old program is not greylisted again; `quail greylist
+clean` ages the old entries out like any other.
 
 The calls are a handful of metadata operations on a local disk (the same
 cost as the control files' `stat` per connection), made inline on the
@@ -48,21 +54,39 @@ class FileStore:
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
-                if self._create(Path(path)):
-                    return Visit(None, now)
+                first = self._unpatched_first_seen(key)
+                if self._create(Path(path), first, now):
+                    return Visit(first, now)
                 st = os.stat(path)  # another worker created it first
             # jgreylist's file_touch: atime = now, mtime kept.
             os.utime(path, ns=(int(now * 1e9), st.st_mtime_ns))
         except OSError as exc:
-            if not self.directory.is_dir():
-                raise StoreError(f"greylist directory {self.directory} does not exist") from None
+            self._check_directory()
             raise StoreError(f"{path}: {exc.strerror or exc}") from None
         return Visit(st.st_mtime, now)
 
-    def _create(self, path: Path) -> bool:
-        """Create the entry; False when it appeared meanwhile."""
-        if not self.directory.is_dir():
-            raise StoreError(f"greylist directory {self.directory} does not exist")
+    def _check_directory(self) -> None:
+        """StoreError with jgreylist's reason when the directory is unusable."""
+        if self.directory.is_dir():
+            return
+        if self.directory.exists():
+            raise StoreError(f"greylist directory {self.directory} is not a directory")
+        raise StoreError(f"greylist directory {self.directory} does not exist")
+
+    def _unpatched_first_seen(self, key: Key) -> float | None:
+        """The mtime of the unpatched jgreylist's entry for an IPv4 key, if any."""
+        if key[0] != "ip4":
+            return None
+        try:
+            st = os.stat(os.path.join(self._base, *key[1:]))
+        except OSError:
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) else None
+
+    def _create(self, path: Path, first: float | None, now: float) -> bool:
+        """Create the entry (first seen `first`, or now); False when it
+        appeared meanwhile."""
+        self._check_directory()
         for attempt in (1, 2):
             try:
                 self._makedirs(path.parent)
@@ -80,7 +104,11 @@ class FileStore:
                 if attempt == 2:
                     raise
                 continue  # `quail greylist clean` removed the directory just now
-            os.close(fd)
+            try:
+                if first is not None:
+                    os.utime(fd, ns=(int(now * 1e9), int(first * 1e9)))
+            finally:
+                os.close(fd)
             break
         return True
 
@@ -101,7 +129,11 @@ class FileStore:
         for part in directory.relative_to(self.directory).parts:
             current = current / part
             if current.exists() and not current.is_dir():
-                log.info("greylist: %s replaced by a directory (JGREYLIST_BY_IP changed)", current)
+                log.info(
+                    "greylist: file %s removed, a directory goes there"
+                    " (JGREYLIST_BY_IP changed, or a stray file)",
+                    current,
+                )  # fmt: skip
                 current.unlink()
 
 
@@ -114,12 +146,13 @@ class CleanResult:
 
 
 def top_entries(directory: Path) -> list[str]:
-    """The top-level names of the layout: first octets and `ip6`."""
+    """The top-level names of the layout: `ip4`, `ip6`, and the first
+    octets of the unpatched jgreylist's IPv4 entries."""
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         raise StoreError(f"greylist directory {directory} does not exist") from None
-    return [n for n in names if n == "ip6" or _DECIMAL.match(n)]
+    return [n for n in names if n in ("ip4", "ip6") or _DECIMAL.match(n)]
 
 
 def clean_top(directory: Path, name: str, cutoff: float, result: CleanResult) -> None:
@@ -127,7 +160,7 @@ def clean_top(directory: Path, name: str, cutoff: float, result: CleanResult) ->
     (atime) before `cutoff`, then the directories they leave empty."""
     pattern = _HEX if name == "ip6" else _DECIMAL
     path = directory / name
-    if name == "ip6" and not path.is_dir():
+    if name in ("ip4", "ip6") and not path.is_dir():
         result.skipped += 1
         return
     _clean(path, pattern, cutoff, result)

@@ -1,6 +1,6 @@
 """The Redis store: jgreylist's semantics, shared by several nodes.
 
-One hash per key, `greylist:127/000/000` (the file store's path), with
+One hash per key, `greylist:ip4/127/000/000` (the file store's path), with
 `first` and `last` (seconds since the epoch, microseconds after the point).
 A sighting is one Lua script, atomic on the server: it reads `first`, sets
 it if it was missing, sets `last` and the key's expiry, all by the Redis
