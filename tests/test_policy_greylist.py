@@ -260,6 +260,7 @@ def test_jgreylist_norev_relayclient_and_logging(
         f'127.0.0.5:allow,JGREYLIST_NOREV="no reverse DNS for %",{each}\n'
         f'127.0.0.6:allow,RELAYCLIENT="",{each}\n'
         f'127.0.0.7:allow,JGREYLIST_LOG="0",{each}\n'
+        f'127.0.0.8:allow,RELAYCLIENT="",JGREYLIST="no relaying from %",{each}\n'
         ":allow\n"
     )
     server = _serve(server_factory, dns_server, rules)
@@ -276,6 +277,10 @@ def test_jgreylist_norev_relayclient_and_logging(
     relay = finals(talk(server.smtp, source="127.0.0.6"))
     assert relay[2].startswith("250 ")
     assert finals(talk(server.smtp, source="127.0.0.7"))[2] == GREY1
+    # JGREYLIST's text is the admin's deny, RELAYCLIENT or not (jgreylist runs first).
+    assert finals(talk(server.smtp, source="127.0.0.8"))[2] == (
+        "553 5.7.1 DENIED no relaying from 127.0.0.8"
+    )
     made = sorted(p.name for p in (grey / "ip4" / "127" / "000" / "000").iterdir())
     assert made == ["005", "007"]  # never an entry for allowed, denied or relay clients
     log = server.log_path.read_text()

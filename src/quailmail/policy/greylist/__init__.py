@@ -142,8 +142,6 @@ def _deny(text: str, ip: str) -> str:
 
 async def check(client: Client) -> Reply | None:
     """The CONNECT check (after the DNS blocklists)."""
-    if client.relayclient:
-        return None  # never greylisted (RELAYCLIENT: a trusted network)
     env = client.env
     ip = client.ip
     logging_on = getenv_int(env, "JGREYLIST_LOG", 1) != 0
@@ -158,6 +156,11 @@ async def check(client: Client) -> Reply | None:
             note("DENY blacklisted")
             return Conversation(553, "5.7.1", "DENIED " + _deny(explicit, ip), *_limits(env))
         note("OK whitelisted")
+        return None
+    if client.relayclient:
+        # Never greylisted (RELAYCLIENT: a trusted network).  JGREYLIST's
+        # text above is the admin's deny, and jgreylist, which runs before
+        # qmail-smtpd, gives it whatever RELAYCLIENT says.
         return None
     norev = env.get("JGREYLIST_NOREV")
     if norev:
