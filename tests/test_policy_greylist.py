@@ -135,11 +135,11 @@ def test_greylisted_then_accepted_over_ipv4(
     server = _serve(server_factory, dns_server, f':allow,JGREYLIST_DIR="{grey}"\n')
     proxied = "192.0.2.7"
     first = finals(talk(server.smtp, proxied=proxied))
-    assert first[0].startswith("220 ") and first[2] == GREY1  # the reply to MAIL
+    assert first[0].startswith("220 ") and first[3] == GREY1  # RCPT (MAIL taken, as jgreylist does)
     assert first[-1].startswith("221 ")  # told, not dropped
     entry = grey / "ip4" / "192" / "000" / "002"
     assert entry.is_file()
-    assert finals(talk(server.smtp, proxied=proxied))[2] == GREY2  # within JGREYLIST_HOLDTIME
+    assert finals(talk(server.smtp, proxied=proxied))[3] == GREY2  # within JGREYLIST_HOLDTIME
     first_seen = entry.stat().st_mtime
     _backdate(entry, 121)  # the default hold time is 120 s
     accepted = finals(talk(server.smtp, proxied="192.0.2.200"))  # same /24
@@ -173,10 +173,10 @@ def test_a_passed_client_is_remembered_for_a_minute(
     ]  # fmt: skip
     assert entry.stat().st_atime >= time.time() - 60  # looked up and touched
     os.utime(entry, (1_000_000, entry.stat().st_mtime))
-    assert finals(talk(server.smtp, proxied="192.0.2.8"))[2].startswith("250 ")
+    assert finals(talk(server.smtp, proxied="192.0.2.8"))[3].startswith("250 ")
     assert entry.stat().st_atime == 1_000_000  # decided from memory: not touched
     entry.unlink()
-    assert finals(talk(server.smtp, proxied="192.0.2.9"))[2].startswith("250 ")
+    assert finals(talk(server.smtp, proxied="192.0.2.9"))[3].startswith("250 ")
     assert not entry.exists()  # still remembered: the store was not asked
     log = server.log_path.read_text()
     assert log.count("OK known") == 3
@@ -188,8 +188,8 @@ def test_jgreylist_limit_hangs_up_at_the_limits_rcpt(
     server = _greylisting(server_factory, dns_server, tmp_path, 'JGREYLIST_LIMIT="3"')
     script = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n" + b"RCPT TO:<x@mx.test>\r\n" * 5
     replies = finals(talk(server.smtp, script + b"QUIT\r\n", proxied="192.0.2.7"))
-    # MAIL is refused, so RCPTs get 503: each counts, as jgreylist counts them.
-    assert _codes(replies) == ["220", "250", "450", "503", "503", "421"]
+    # MAIL taken, the RCPTs refused until the third, as jgreylist counts them.
+    assert _codes(replies) == ["220", "250", "250", "450", "450", "421"]
     assert replies[-1] == "421 4.7.0 Too many RCPT commands, goodbye."  # and closed
     assert "192.0.2.7: HANGUP too many RCPT commands" in server.log_path.read_text()
     # Fewer RCPTs than the limit: the conversation ends with the client's QUIT.
@@ -233,16 +233,16 @@ def test_ipv6_clients_by_64_and_by_address(
     )
     server = _serve(server_factory, dns_server, rules, control={"greylistdir": str(grey)})
     # ::1 connects directly; the seeds' address through the PROXY protocol.
-    assert finals(talk(server.smtp, host="::1"))[2] == GREY1
+    assert finals(talk(server.smtp, host="::1"))[3] == GREY1
     assert (grey / "ip6/00/00/00/00/00/00/00/00").is_file()
-    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::1"))[2] == GREY1
+    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::1"))[3] == GREY1
     assert (grey / "ip6/20/01/04/70/1f/0f/03/50").is_file()
     # JGREYLIST_HOLDTIME="0": the second connection passes.
-    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::99"))[2].startswith("250 ")
+    assert finals(talk(server.smtp, proxied="2001:470:1f0f:350::99"))[3].startswith("250 ")
     # JGREYLIST_BY_IP: one entry per address.
-    assert finals(talk(server.smtp, proxied="2001:db8::7"))[2] == GREY1
+    assert finals(talk(server.smtp, proxied="2001:db8::7"))[3] == GREY1
     assert (grey / "ip6/20/01/0d/b8/00/00/00/00/00/00/00/00/00/00/00/07").is_file()
-    assert finals(talk(server.smtp, proxied="192.0.2.8"))[2] == GREY1
+    assert finals(talk(server.smtp, proxied="192.0.2.8"))[3] == GREY1
     assert (grey / "ip4/192/000/002/008").is_file()
 
 
@@ -267,18 +267,18 @@ def test_jgreylist_norev_relayclient_and_logging(
     assert _codes(finals(talk(server.smtp, source="127.0.0.2"))) == [
         "220", "250", "250", "250", "221",
     ]  # fmt: skip
-    assert finals(talk(server.smtp, source="127.0.0.3"))[2] == (
+    assert finals(talk(server.smtp, source="127.0.0.3"))[3] == (
         "553 5.7.1 DENIED go away 127.0.0.3, not welcome"
     )
-    assert finals(talk(server.smtp, source="127.0.0.4"))[2] == (
+    assert finals(talk(server.smtp, source="127.0.0.4"))[3] == (
         "553 5.7.1 DENIED no reverse DNS for 127.0.0.4"
     )
-    assert finals(talk(server.smtp, source="127.0.0.5"))[2] == GREY1  # has a name: greylisted
+    assert finals(talk(server.smtp, source="127.0.0.5"))[3] == GREY1  # has a name: greylisted
     relay = finals(talk(server.smtp, source="127.0.0.6"))
-    assert relay[2].startswith("250 ")
-    assert finals(talk(server.smtp, source="127.0.0.7"))[2] == GREY1
+    assert relay[3].startswith("250 ")
+    assert finals(talk(server.smtp, source="127.0.0.7"))[3] == GREY1
     # JGREYLIST's text is the admin's deny, RELAYCLIENT or not (jgreylist runs first).
-    assert finals(talk(server.smtp, source="127.0.0.8"))[2] == (
+    assert finals(talk(server.smtp, source="127.0.0.8"))[3] == (
         "553 5.7.1 DENIED no relaying from 127.0.0.8"
     )
     made = sorted(p.name for p in (grey / "ip4" / "127" / "000" / "000").iterdir())
@@ -302,18 +302,20 @@ def test_authentication_lifts_greylisting(
     bad = "AGpvZUBleGFtcGxlLm5ldAB3cm9uZw=="  # \0joe@example.net\0wrong
     script = (
         b"EHLO client.example\r\nMAIL FROM:<joe@example.net>\r\n"
+        b"RCPT TO:<friend@elsewhere.example>\r\nRSET\r\n"
         + f"AUTH PLAIN {bad}\r\n".encode()
-        + b"MAIL FROM:<joe@example.net>\r\n"
+        + b"MAIL FROM:<joe@example.net>\r\nRCPT TO:<friend@elsewhere.example>\r\nRSET\r\n"
         + f"AUTH PLAIN {good}\r\n".encode()
         + b"MAIL FROM:<joe@example.net>\r\nRCPT TO:<friend@elsewhere.example>\r\nQUIT\r\n"
     )
     replies = finals(talk(server.smtp, script, host="::1"))
-    assert replies[2] == GREY1
-    assert replies[3].startswith("535 ")  # a failed AUTH lifts nothing
-    assert replies[4] == GREY1
-    assert replies[5].startswith("235 ")
-    assert replies[6].startswith("250 ") and replies[7].startswith("250 ")  # relays as joe
-    assert replies[8].startswith("221 ")
+    assert _codes(replies[:5]) == ["220", "250", "250", "450", "250"]
+    assert replies[3] == GREY1
+    assert replies[5].startswith("535 ")  # a failed AUTH lifts nothing
+    assert replies[7] == GREY1
+    assert replies[9].startswith("235 ")
+    assert replies[10].startswith("250 ") and replies[11].startswith("250 ")  # relays as joe
+    assert replies[12].startswith("221 ")
 
 
 def test_an_existing_jgreylist_directory_keeps_working(
@@ -335,7 +337,7 @@ def test_an_existing_jgreylist_directory_keeps_working(
     # The old entry's first sighting is carried over into the layout with ip4/.
     moved = (grey / "ip4" / "192" / "000" / "002").stat()
     assert abs(moved.st_mtime - seen) < 1 and moved.st_atime > seen + 86400
-    assert finals(talk(server.smtp, proxied="192.0.3.7"))[2] == GREY1  # a new one
+    assert finals(talk(server.smtp, proxied="192.0.3.7"))[3] == GREY1  # a new one
     # A directory that is not there: the client is told to retry, and why is logged.
     missing = _serve(
         server_factory,
@@ -343,7 +345,7 @@ def test_an_existing_jgreylist_directory_keeps_working(
         f':allow,JGREYLIST_DIR="{tmp_path / "nowhere"}"\n',
         name="missing",
     )
-    assert finals(talk(missing.smtp, host="::1"))[2] == (
+    assert finals(talk(missing.smtp, host="::1"))[3] == (
         "451 4.3.0 greylisting unavailable, try again later"
     )
     assert "does not exist" in missing.log_path.read_text()
@@ -351,7 +353,7 @@ def test_an_existing_jgreylist_directory_keeps_working(
     not_dir = _serve(
         server_factory, dns_server, f':allow,JGREYLIST_DIR="{tmp_path / "afile"}"\n', name="file"
     )
-    assert finals(talk(not_dir.smtp, host="::1"))[2].startswith("451 4.3.0 ")
+    assert finals(talk(not_dir.smtp, host="::1"))[3].startswith("451 4.3.0 ")
     assert "afile is not a directory" in not_dir.log_path.read_text()
 
 
@@ -454,12 +456,12 @@ def test_redis_store_is_shared_by_two_nodes(
     node_a = _serve(server_factory, dns_server, rules, control=control, name="a")
     node_b = _serve(server_factory, dns_server, rules, control=control, name="b")
     started = time.monotonic()
-    assert finals(talk(node_a.smtp, proxied="198.51.100.9"))[2] == GREY1
-    assert finals(talk(node_b.smtp, proxied="198.51.100.10"))[2] == GREY2  # A's sighting
+    assert finals(talk(node_a.smtp, proxied="198.51.100.9"))[3] == GREY1
+    assert finals(talk(node_b.smtp, proxied="198.51.100.10"))[3] == GREY2  # A's sighting
     # After the hold time (one second on the Redis server's clock), node B lets
     # the network in.  The loop waits for that; nothing is timed.
     while True:
-        reply = finals(talk(node_b.smtp, proxied="198.51.100.11"))[2]
+        reply = finals(talk(node_b.smtp, proxied="198.51.100.11"))[3]
         if reply.startswith("250 "):
             break
         assert reply == GREY2
@@ -475,9 +477,9 @@ def test_redis_store_is_shared_by_two_nodes(
     finally:
         client.close()
     # node A agrees; a new network is greylisted on node A by a node-B sighting.
-    assert finals(talk(node_a.smtp, proxied="198.51.100.12"))[2].startswith("250 ")
-    assert finals(talk(node_b.smtp, proxied="203.0.113.5"))[2] == GREY1
-    assert finals(talk(node_a.smtp, proxied="203.0.113.6"))[2] == GREY2
+    assert finals(talk(node_a.smtp, proxied="198.51.100.12"))[3].startswith("250 ")
+    assert finals(talk(node_b.smtp, proxied="203.0.113.5"))[3] == GREY1
+    assert finals(talk(node_a.smtp, proxied="203.0.113.6"))[3] == GREY2
 
 
 def test_redis_down_is_a_temporary_refusal(
@@ -486,7 +488,7 @@ def test_redis_down_is_a_temporary_refusal(
     pytest.importorskip("redis")
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     server = _serve(server_factory, dns_server, f':allow,JGREYLIST_REDIS="{dead}"\n')
-    assert finals(talk(server.smtp, SESSION, host="::1"))[2] == (
+    assert finals(talk(server.smtp, SESSION, host="::1"))[3] == (
         "451 4.3.0 greylisting unavailable, try again later"
     )
     assert "store failed: Redis 127.0.0.1" in server.log_path.read_text()

@@ -16,6 +16,10 @@ What decides, in rblsmtpd's order:
     -a allow.example.org           an allow list
     -b                             listings answer 553 (default -B: 451)
     -c                             fail closed (default -C: fail open)
+    -t 60                          the refused conversation's length, seconds
+
+`-b`/`-B` and `-c`/`-C` count for the list lines after them, as rblsmtpd
+reads its options in order and decides at each lookup; `-t` for all.
 
 The option `ipv6=` of a list line picks how an IPv6 client is looked up:
 `rfc5782` (the default) reverses the 32 nibbles under the zone (RFC 5782
@@ -25,22 +29,26 @@ list for IPv6 clients.  IPv4 clients are looked up by reversed octets
 (§2.1); an IPv4-mapped IPv6 client is an IPv4 client.
 
 A listing is an A record in 127.0.0.0/8 (§2.1, §2.3); the list's TXT
-record, if any, is the text of the refusal (rblsmtpd 0.88 looked at TXT
-alone, RFC 5782 §2.1 makes A the listing).  Answers in 127.255.255.0/24
+records, joined as rblsmtpd's dns_txt joins them, are the text of the
+refusal, else `IP is listed in ZONE` (rblsmtpd 0.88 looked at TXT alone,
+RFC 5782 §2.1 makes A the listing).  Answers in 127.255.255.0/24
 are the error codes lists give to refused queriers (Spamhaus'
 127.255.255.252/254/255), never listings: logged, and the list is passed
 over.  A lookup that fails temporarily is "not listed" (-C), or "listed,
 451 temporary RBL lookup error" (-c); after a failed lookup a listing
 answers 451 even under -b, as rblsmtpd's `flagmustnotbounce`.
 
-The refusal is rblsmtpd's limited conversation: the client gets its 451 or
-553 (text cut at 200 characters, anything outside printable ASCII shown as
-`?`) to every MAIL, RCPT, DATA, AUTH and STARTTLS until it quits.
+The refusal is rblsmtpd's limited conversation: HELO, EHLO, MAIL, RSET and
+NOOP are answered as usual, and every RCPT, DATA, BDAT, AUTH and STARTTLS
+gets the 451 or 553 (text cut at 200 characters, anything outside
+printable ASCII shown as `?`) until the client quits, or for at most `-t`
+seconds (60) from the greeting; then 421 and the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import ipaddress
@@ -49,13 +57,14 @@ from dataclasses import dataclass
 
 from quailmail.core.dns import DnsResult, DnsStatus, Resolver
 from quailmail.core.reply import Reply
-from quailmail.policy.base import Client
+from quailmail.policy.base import Client, Conversation
 
 log = logging.getLogger("quailmail.policy.dnsbl")
 
 RBLS = "rbls"
 TEXT_MAX = 200  # rblsmtpd: `if (text.len > 200) text.len = 200`
 LOOKUP_ERROR = "temporary RBL lookup error"  # rblsmtpd's words under -c
+CONVERSATION_TIMEOUT = 60.0  # rblsmtpd drops the conversation after 60 s (-t)
 _LISTED_NET = ipaddress.IPv4Network("127.0.0.0/8")  # RFC 5782 §2.3
 _ERROR_NET = ipaddress.IPv4Network("127.255.255.0/24")  # lists' "query refused" codes
 
@@ -71,19 +80,23 @@ class DnsList:
     zone: str
     allow: bool = False  # -a: an allow list
     ipv6: Ipv6Naming = Ipv6Naming.RFC5782
+    # rblsmtpd's flags as they stood when this list came: they count for
+    # the lists after them, as rblsmtpd decides at each lookup.
+    bounce: bool = False  # -b: 553 for a listing here (-B: 451)
+    fail_closed: bool = False  # -c: a failed lookup here refuses (-C: passes)
 
 
 @dataclass(frozen=True, slots=True)
 class RblConfig:
     lists: tuple[DnsList, ...] = ()
-    bounce: bool = False  # -b: 553 for listings
-    fail_closed: bool = False  # -c
+    timeout: float = CONVERSATION_TIMEOUT  # -t: the refused conversation's length
 
 
 def parse_rbls(data: bytes) -> RblConfig:
     """`control/rbls`; a line that does not parse is logged and skipped."""
     lists: list[DnsList] = []
     bounce = fail_closed = False
+    timeout = CONVERSATION_TIMEOUT
     for number, raw in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
         words = raw.split("#", 1)[0].split()
         if not words:
@@ -93,8 +106,14 @@ def parse_rbls(data: bytes) -> RblConfig:
             bounce = option == "-b" if option in ("-b", "-B") else bounce
             fail_closed = option == "-c" if option in ("-c", "-C") else fail_closed
             continue
-        if option == "-t":
-            continue  # rblsmtpd's own conversation timeout: ours is timeoutsmtpd
+        if option.startswith("-t"):
+            given = option[2:] or (words[1] if len(words) == 2 else "")
+            if given.isdigit() and int(given) > 0 and len(words) == (1 if option[2:] else 2):
+                timeout = float(int(given))
+            else:
+                log.warning("control/rbls line %d: -t needs seconds (1 or more), line skipped",
+                            number)  # fmt: skip
+            continue
         allow = option == "-a"
         if option in ("-r", "-a"):
             words = words[1:]
@@ -105,8 +124,8 @@ def parse_rbls(data: bytes) -> RblConfig:
         if listed is None:
             log.warning("control/rbls line %d does not parse: %r", number, raw.strip())
             continue
-        lists.append(listed)
-    return RblConfig(tuple(lists), bounce, fail_closed)
+        lists.append(dataclasses.replace(listed, bounce=bounce, fail_closed=fail_closed))
+    return RblConfig(tuple(lists), timeout)
 
 
 def _list_line(words: list[str], allow: bool) -> DnsList | None:
@@ -177,11 +196,13 @@ def sanitize(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text[:TEXT_MAX])
 
 
-def refusal(text: str, *, permanent: bool) -> Reply:
+def refusal(text: str, *, permanent: bool, timeout: float = CONVERSATION_TIMEOUT) -> Conversation:
+    """rblsmtpd's limited conversation: this answer until QUIT, for at most
+    `timeout` seconds."""
     text = sanitize(text) or "blocked"
     if permanent:
-        return Reply(553, "5.7.1", text)
-    return Reply(451, "4.7.1", text)
+        return Conversation(553, "5.7.1", text, time_limit=timeout)
+    return Conversation(451, "4.7.1", text, time_limit=timeout)
 
 
 async def lookup(resolver: Resolver, ip: str, config: RblConfig) -> Reply | None:
@@ -201,9 +222,9 @@ async def lookup(resolver: Resolver, ip: str, config: RblConfig) -> Reply | None
         if listing is Listing.ERROR:
             log.info("%s: %s lookup failed: %s", ip, name, answer.reason or "temporary failure")
             must_not_bounce = True
-            if config.fail_closed and not dnslist.allow:
-                return refusal(LOOKUP_ERROR, permanent=False)
-            if not config.fail_closed and dnslist.allow:
+            if dnslist.fail_closed and not dnslist.allow:
+                return refusal(LOOKUP_ERROR, permanent=False, timeout=config.timeout)
+            if not dnslist.fail_closed and dnslist.allow:
                 return None  # -C: an allow list that cannot answer allows
             continue
         if listing is Listing.NOT_LISTED:
@@ -212,7 +233,8 @@ async def lookup(resolver: Resolver, ip: str, config: RblConfig) -> Reply | None
             log.info("%s: allow-listed by %s", ip, dnslist.zone)
             return None
         text = await _text(resolver, name, ip, dnslist.zone)
-        return refusal(text, permanent=config.bounce and not must_not_bounce)
+        permanent = dnslist.bounce and not must_not_bounce
+        return refusal(text, permanent=permanent, timeout=config.timeout)
     return None
 
 
@@ -224,21 +246,22 @@ async def _ask(resolver: Resolver, name: str | None) -> DnsResult[str] | None:
 
 async def _text(resolver: Resolver, name: str, ip: str, zone: str) -> str:
     answer = await resolver.txt(name)
-    if answer.ok and answer.records:
-        return answer.records[0].decode("latin-1")  # byte by byte, as rblsmtpd
-    return f"{ip} is listed in {zone}"
+    # Every record's strings, one after the other, byte by byte: rblsmtpd's
+    # dns_txt (a list like zen may answer several).
+    text = b"".join(answer.records).decode("latin-1") if answer.ok else ""
+    return text or f"{ip} is listed in {zone}"
 
 
 async def check(client: Client) -> Reply | None:
     """The CONNECT check: `RBLSMTPD`, then `control/rbls`."""
     given = client.env.get("RBLSMTPD")
-    if given is not None:
-        if not given:
-            return None
-        if given.startswith("-"):
-            return refusal(given[1:], permanent=True)
-        return refusal(given, permanent=False)
+    if given == "":
+        return None
     config = client.control.parsed(RBLS, parse_rbls, RblConfig())
+    if given is not None:
+        if given.startswith("-"):
+            return refusal(given[1:], permanent=True, timeout=config.timeout)
+        return refusal(given, permanent=False, timeout=config.timeout)
     if not config.lists:
         return None
     return await lookup(client.resolver, client.ip, config)

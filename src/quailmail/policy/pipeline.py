@@ -1,8 +1,9 @@
 """The checks of each stage, in order.  A new check is one line here.
 
 - CONNECT: before the greeting.  A reply puts the session in rblsmtpd's
-  mode: that reply to every command until QUIT (a listed or greylisted
-  client is told why, not dropped).
+  mode: that reply to every RCPT, DATA, BDAT (and AUTH and STARTTLS, but
+  for greylisting) until QUIT, MAIL taken; a listed or greylisted client is
+  told why, not dropped.
 - MAIL: after MAIL FROM.  RCPT: after a recipient passed the recipient
   checks.  DATA: at the end of DATA, before the queue; a check may add
   header fields or Authentication-Results entries to the message.

@@ -60,10 +60,12 @@ from quailmail.smtp import (
 log = logging.getLogger("quailmail.smtpd")
 
 _PROXY_TIMEOUT = 10.0  # seconds for a trusted proxy to send its header
-# What a connection check's refusal answers; a greylisting one (UntilAuth)
-# lets the client log in (and start TLS to do so), and AUTH lifts it.
-_REFUSED = (MailFrom, RcptTo, DataReady, AuthRequest, StartTls)
-_GREY_REFUSED = (MailFrom, RcptTo, DataReady)
+# What a connection check's refusal answers here, beside RCPT, DATA and BDAT
+# (the session answers those: Session.refusal); a greylisting one
+# (UntilAuth) lets the client log in (and start TLS to do so), and AUTH
+# lifts it.  HELO, EHLO, MAIL, RSET, NOOP and QUIT get their usual answers,
+# as rblsmtpd and jgreylist give them.
+_REFUSED = (AuthRequest, StartTls)
 # jgreylist's answer at JGREYLIST_LIMIT (its words), before it hangs up.
 _TOO_MANY_RCPTS = Reply(421, "4.7.0", "Too many RCPT commands, goodbye.")
 
@@ -288,6 +290,8 @@ class SmtpConnection(asyncio.Protocol):
             log.exception("%s: connection checks failed", self.remote_ip)
             self.refusal = Reply(451, "4.3.0", "temporary failure, try again later")
         refusal = self.refusal
+        if self.session is not None:
+            self.session.refusal = refusal
         if isinstance(refusal, Conversation):
             if refusal.time_limit is not None:
                 self.conversation_timer = self.loop.call_later(
@@ -399,11 +403,13 @@ class SmtpConnection(asyncio.Protocol):
     def _answer(self, event: Event) -> Reply | None:
         """The reply now, or None when a task will give it."""
         state = self.state
-        if self.refusal is not None and isinstance(
-            event, _GREY_REFUSED if isinstance(self.refusal, UntilAuth) else _REFUSED
-        ):
-            # rblsmtpd's way: the reason, to every command until QUIT.
-            return self.refusal
+        if self.refusal is not None:
+            # rblsmtpd's way: the reason to every command that would lead to
+            # a delivery, until QUIT; MAIL is taken (and nothing checked).
+            if isinstance(event, MailFrom):
+                return Reply(250, "2.1.0", "sender ok")
+            if isinstance(event, _REFUSED) and not isinstance(self.refusal, UntilAuth):
+                return self.refusal
         if isinstance(event, RcptTo):
             return self._rcpt(event)
         if isinstance(event, MailFrom):
@@ -575,6 +581,7 @@ class SmtpConnection(asyncio.Protocol):
         elif isinstance(self.refusal, UntilAuth):
             self.refusal = None  # an authenticated client is never greylisted
             if self.session is not None:
+                self.session.refusal = None
                 self.session.limit_rcpt_commands(0)
         return result.reply
 

@@ -133,6 +133,10 @@ class Session:
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
         self.auth_user: str | None = None
+        self.refusal: Reply | None = None
+        """rblsmtpd's limited conversation: set by the driver, this reply
+        answers every RCPT, DATA and BDAT (whatever MAIL was answered) until
+        it is lifted again; the driver answers the other commands."""
         self.injected_bytes = 0
         """Octets discarded after STARTTLS (a pipelining injection), for the log."""
 
@@ -451,6 +455,9 @@ class Session:
             self._write(self._rcpt_limit[1])
             self._close(RCPT_LIMIT_REACHED)
             return
+        if self.refusal is not None:
+            self._error(self.refusal)
+            return
         txn = self._txn
         if txn is None:
             self._error(replies.NEED_MAIL)
@@ -466,7 +473,9 @@ class Session:
 
     def _data(self, arg: str) -> None:
         txn = self._txn
-        if arg.strip():
+        if self.refusal is not None:
+            self._error(self.refusal)
+        elif arg.strip():
             self._error(replies.SYNTAX_NOARGS)
         elif txn is None:
             self._error(replies.NEED_MAIL_DATA)
@@ -490,7 +499,9 @@ class Session:
         self._state = State.BDAT
         txn = self._txn
         refusal = None
-        if not self.config.chunking:
+        if self.refusal is not None:
+            refusal = self.refusal
+        elif not self.config.chunking:
             refusal = replies.NO_CHUNKING
         elif txn is None:
             refusal = replies.NEED_MAIL_DATA

@@ -39,9 +39,10 @@ Numbers are read as jgreylist's `getenv_int` reads them (C `atoi`: leading
 digits, anything else 0; unset or empty: the default).
 
 Where jgreylist's fake conversation answered `450 GREYLIST …`, the client
-gets that reply to MAIL, RCPT, DATA until it quits (the framework's
-rblsmtpd mode).  Ours beyond jgreylist: `RELAYCLIENT` clients are never
-greylisted (nor denied by `JGREYLIST_NOREV`), and greylisting refusals
+gets that reply to every RCPT, DATA and BDAT until it quits (MAIL is
+taken, as jgreylist takes it: the framework's rblsmtpd mode).  Ours
+beyond jgreylist: `RELAYCLIENT` clients are never greylisted (nor denied by
+`JGREYLIST_NOREV`), and greylisting refusals
 (`UntilAuth`) leave AUTH and STARTTLS open and a successful AUTH lifts them:
 an authenticated client is never greylisted.  `JGREYLIST` text is the
 admin's explicit deny and stays.  A store that cannot answer (directory
