@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from quailmail.auth.spf.record import parse_explanation
 from quailmail.config.control import Control
 from quailmail.dns.resolver import DnsResolver
 from quailmail.dns.zone import Fault
 from quailmail.dns.zoneserver import ZoneServer
 from quailmail.policy.base import Client
-from quailmail.policy.spf import local_policy
+from quailmail.policy.spf import local_policy, qmail_spf_explanation
 
 from policysmtp import (
     by_subject,
@@ -93,7 +94,8 @@ def test_every_level_against_every_result(
             where = f"level {level}, {result}"
             if result == "temperror" and level >= 2:
                 assert out.mail[0] == 451, where
-                assert out.mail[1].startswith("4.3.0 SPF lookup failure: TXT lookup"), where
+                # qmail-spf's words: which name, which server is for the log only
+                assert out.mail[1] == "4.3.0 SPF lookup failure", where
                 continue
             assert out.mail[0] == 250, where
             if result in REFUSED[level]:
@@ -152,6 +154,51 @@ def test_fail_is_refused_at_every_rcpt_with_the_explanation(
         assert out.rcpt[0][0] == 550
     v6 = by_subject(queued(server.root))["v6"]
     assert f'client-ip="{CLIENT6}";'.encode() in fields(v6, b"Received-SPF")[0]
+
+
+def test_qmail_spf_explanations_and_where_the_refusal_comes(
+    server_factory: Callable[..., Running], dns_server: ZoneServer
+) -> None:
+    publish(dns_server)
+    # qmail-spf's own default spfexp: its %{xR} and URL-escaped letters.
+    qmail_default = "See http://spf.pobox.com/why.html?sender=%{S}&ip=%{I}&receiver=%{xR}"
+    server = server_factory(spf_root(dns_server, spfbehavior="6\n", spfexp=qmail_default + "\n"))
+    spfexp = server.root / "control" / "spfexp"
+    with proxied(server.smtp, CLIENT) as client:
+        out = transaction(client, "joe@fail.test", [RCPT], message("x"))
+    assert out.rcpt == [
+        (550, "5.7.1 See http://spf.pobox.com/why.html?sender=joe%40fail.test"
+              "&ip=198.51.100.10&receiver=mx.test")
+    ]  # fmt: skip
+    # Every refused result gets the explanation, as in qmail-spf; a % that
+    # starts no macro is itself, and %{xs} names the record.
+    put(spfexp, "100% sure: %{xs} refused %{l} (%{xe})\n")
+    for domain in ("fail.test", "softfail.test", "neutral.test", "none.test"):
+        with proxied(server.smtp, CLIENT) as client:
+            out = transaction(client, f"joe@{domain}", [RCPT], message(domain))
+        assert out.rcpt == [(550, f"5.7.1 100% sure: SPF record at {domain} refused joe ()")]
+    # Before rcpthosts and the recipient checks, as qmail-spf's flagbarfspf:
+    # a recipient we would not take anyway hears of SPF.
+    with proxied(server.smtp, CLIENT) as client:
+        out = transaction(client, "joe@fail.test", ["someone@elsewhere.example"], message("r"))
+    assert out.rcpt[0][0] == 550 and "100% sure" in out.rcpt[0][1]
+
+
+@pytest.mark.parametrize(
+    ("spfexp", "explain_string"),
+    [
+        ("plain text", "plain text"),
+        ("100% sure", "100%% sure"),
+        ("%{xr} %{xR} %{xs} %{xS} %{xe}", "%{r} %{R} SPF record at %{d} SPF%-record%-at%-%{D} "),
+        ("%{q} unknown letter, %{d", "%{q} unknown letter, %%{d".replace("%{q}", "")),
+        ("%{d2r} %_%-%%", "%{d2r} %_%-%%"),
+        ("caf\xe9\tx", "caf??x"),
+    ],
+)
+def test_spfexp_is_read_as_qmail_spf_reads_it(spfexp: str, explain_string: str) -> None:
+    converted = qmail_spf_explanation(spfexp)
+    assert converted == explain_string
+    parse_explanation(converted)  # always an RFC 7208 explain-string
 
 
 def test_variable_wins_and_trusted_clients_are_not_checked(

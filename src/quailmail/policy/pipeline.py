@@ -4,9 +4,10 @@
   mode: that reply to every RCPT, DATA, BDAT (and AUTH and STARTTLS, but
   for greylisting) until QUIT, MAIL taken; a listed or greylisted client is
   told why, not dropped.
-- MAIL: after MAIL FROM.  RCPT: after a recipient passed the recipient
-  checks.  DATA: at the end of DATA, before the queue; a check may add
-  header fields or Authentication-Results entries to the message.
+- MAIL: after MAIL FROM.  RCPT_FIRST: at RCPT TO, before the relay and
+  recipient checks; RCPT: after a recipient passed them.  DATA: at the end
+  of DATA, before the queue; a check may add header fields or
+  Authentication-Results entries to the message.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ CONNECT: tuple[ConnectCheck, ...] = (
 )
 # MAIL: badmailfrom, then spf (spfbehavior)
 MAIL: tuple[MailCheck, ...] = (badmailfrom.check, spf.at_mail)
-# RCPT: badrcptto, then spf (the refusal decided at MAIL FROM, as qmail-spf)
-RCPT: tuple[RcptCheck, ...] = (badrcptto.check, spf.at_rcpt)
+# Before the relay and recipient checks (rcpthosts, validrcptto, chkuser):
+# spf, the refusal decided at MAIL FROM, where qmail-spf's flagbarfspf is.
+RCPT_FIRST: tuple[RcptCheck, ...] = (spf.at_rcpt,)
+# RCPT, for a recipient the relay and recipient checks took: badrcptto.
+RCPT: tuple[RcptCheck, ...] = (badrcptto.check,)
 # DATA: content (BADMIMETYPE, BADLOADERTYPE), spf (Received-SPF, spf=),
 # dkverify (DKVERIFY), dmarc (dmarcbehavior), forged Authentication-Results
 # removed (after the verifiers, which see the message as signed),
@@ -75,8 +79,18 @@ async def at_mail(client: Client, sender: str) -> Reply | None:
     return None
 
 
+async def at_rcpt_first(client: Client, sender: str, recipient: str) -> Reply | None:
+    return await _rcpt(RCPT_FIRST, client, sender, recipient)
+
+
 async def at_rcpt(client: Client, sender: str, recipient: str) -> Reply | None:
-    for check in RCPT:
+    return await _rcpt(RCPT, client, sender, recipient)
+
+
+async def _rcpt(
+    checks: tuple[RcptCheck, ...], client: Client, sender: str, recipient: str
+) -> Reply | None:
+    for check in checks:
         reply = await check(client, sender, recipient)
         if reply is not None:
             log.info("%s: RCPT <%s> refused by %s: %s", client.ip, recipient, _name(check),

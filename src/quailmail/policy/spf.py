@@ -16,13 +16,17 @@ seeds' QmailToaster and jms1 qmail).
 Values above 6 count as 6; text that is not a number as 0 (qmail's
 `scan_ulong`).  The check runs after MAIL FROM; a temporary error is
 answered there, but a refusal is remembered and given to every RCPT TO
-(`550 5.7.1 <explanation>`), where qmail-spf gives it (`flagbarfspf`).
-Clients with `RELAYCLIENT` and authenticated ones are not checked.  (Our
-RCPT checks run after the recipient checks, so a recipient we would not
-take anyway is refused for that, where qmail-spf names SPF first.)
+(`550 5.7.1 <explanation>`), where qmail-spf gives it (`flagbarfspf`:
+before rcpthosts and the recipient checks, pipeline.RCPT_FIRST).  Clients
+with `RELAYCLIENT` and authenticated ones are not checked.  A temperror is
+answered `451 4.3.0 SPF lookup failure`; the why goes to the log.
 
-`control/spfexp` is the default explanation of a fail (an RFC 7208 §6.2
-explain-string; the record's own exp= comes first), `control/spfrules`
+`control/spfexp` is the explanation of a refusal: of a fail when the
+record has no exp= of its own, and of every other refused result (an RFC
+7208 §6.2 explain-string, with qmail-spf's own `%{xr}`, `%{xs}`, `%{xe}`
+and its lenient `%`: `qmail_spf_explanation`); without it a fail says
+`SPF fail - not authorized` and the others what the result means.
+`control/spfrules`
 mechanisms tried before the sender record's final failing `all`, and
 `control/spfguess` a policy tried for domains that publish none
 (`LocalPolicy`).  `control/me` is the receiver name (%{r}, `receiver=`).
@@ -35,8 +39,10 @@ tcp.smtp, and skipped for that.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from quailmail.auth import authres
@@ -44,13 +50,16 @@ from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.spf import (
     DEFAULT_EXPLANATION,
     LocalPolicy,
+    MacroError,
     Mechanism,
     SpfResult,
     SpfSyntaxError,
     SpfVerdict,
     check_mailfrom,
+    expand,
     local_terms,
 )
+from quailmail.auth.spf.record import parse_explanation
 from quailmail.config.control import parse_lines
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
@@ -132,6 +141,83 @@ def local_policy(client: Client) -> LocalPolicy | None:
     return LocalPolicy(rules, guess)
 
 
+def qmail_spf_explanation(text: str) -> str:
+    """qmail-spf's `spfexp` as an RFC 7208 explain-string (§6.2).
+
+    qmail-spf expands its own macros too: `%{xr}` the receiver (RFC's
+    `%{r}`), `%{xs}` "SPF record at DOMAIN", `%{xe}` the error (empty for a
+    refusal); an upper-case letter URL-escapes, as in RFC macros.  It takes
+    a `%` that starts no macro as itself and expands a macro it does not
+    know to nothing; so does this.  Characters outside printable ASCII
+    become `?`.  The result always parses."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        nxt = text[i + 1 : i + 2]
+        if ch != "%":
+            out.append(ch if " " <= ch <= "~" else "?")
+            i += 1
+        elif nxt in ("%", "_", "-"):
+            out.append(ch + nxt)
+            i += 2
+        elif nxt == "{" and (end := text.find("}", i + 2)) >= 0:
+            out.append(_qmail_spf_macro(text[i + 2 : end]))
+            i = end + 1
+        else:
+            out.append("%%")
+            i += 1
+    return "".join(out)
+
+
+def _qmail_spf_macro(body: str) -> str:
+    if body[:1] == "x" and len(body) >= 2:
+        letter, rest = body[1], body[2:]
+        if letter in "rR":
+            body = letter + rest
+        elif letter == "s":
+            return "SPF record at %{d}"
+        elif letter == "S":
+            return "SPF%-record%-at%-%{D}"
+        else:
+            return ""  # %{xe}: qmail-spf's error text, empty for a refusal
+    macro = "%{" + body + "}"
+    try:
+        parse_explanation(macro)
+    except MacroError:
+        return ""
+    return macro
+
+
+def _parse_spfexp(data: bytes) -> str | None:
+    """control/spfexp's first line, as an explain-string (None: no file text)."""
+    lines = parse_lines(data)
+    return qmail_spf_explanation(lines[0]) if lines and lines[0] else None
+
+
+def explain(text: str, verdict: SpfVerdict) -> str:
+    """`text` (an explain-string) expanded for a verdict, as qmail-spf
+    explains any refused result; `%{p}` is "unknown" (no DNS lookup here)."""
+    spec = parse_explanation(text)
+    local, _, domain = verdict.sender.rpartition("@")
+    address = ipaddress.ip_address(verdict.client_ip)
+    six = address.version == 6
+    values = {
+        "s": verdict.sender,
+        "l": local or "postmaster",
+        "o": domain,
+        "d": verdict.domain or domain,
+        "i": ".".join(address.packed.hex().upper()) if six else str(address),
+        "c": str(address),
+        "v": "ip6" if six else "in-addr",
+        "h": verdict.helo,
+        "r": verdict.receiver,
+        "t": str(int(time.time())),
+        "p": "unknown",
+    }
+    return expand(spec, values)
+
+
 def refused_at(result: SpfResult, level: int) -> bool:
     needed = _REFUSED_FROM.get(result)
     return needed is not None and level >= needed
@@ -141,15 +227,19 @@ def _line(text: str) -> str:
     return _UNPRINTABLE.sub(" ", text).strip()[:_MAX_REPLY_LINE]
 
 
-def refusal(verdict: SpfVerdict) -> Reply:
-    """qmail-spf's `550 <explanation> (#5.7.1)`: the explanation of a fail
-    (one reply line per line of it), or what the result means."""
+def refusal(verdict: SpfVerdict, spfexp: str | None = None) -> Reply:
+    """qmail-spf's `550 <explanation> (#5.7.1)` (one reply line per line of
+    it): a fail's explanation (the record's exp=, else `spfexp`); for the
+    other refused results `spfexp` expanded, as qmail-spf gives it to every
+    refusal, or without one what the result means."""
     if verdict.result is SpfResult.FAIL and verdict.explanation:
-        lines = [_line(part) for part in verdict.explanation.split("\n")]
-        text = "\n".join(line for line in lines if line) or DEFAULT_EXPLANATION
+        explanation = verdict.explanation
+    elif spfexp is not None:
+        explanation = explain(spfexp, verdict)
     else:
-        text = _line(f"SPF {verdict.result.value}: {authres.spf_comment(verdict)}")
-    return Reply(550, "5.7.1", text)
+        explanation = f"SPF {verdict.result.value}: {authres.spf_comment(verdict)}"
+    lines = [_line(part) for part in explanation.split("\n")]
+    return Reply(550, "5.7.1", "\n".join(line for line in lines if line) or DEFAULT_EXPLANATION)
 
 
 async def at_mail(client: Client, sender: str) -> Reply | None:
@@ -160,24 +250,24 @@ async def at_mail(client: Client, sender: str) -> Reply | None:
     level = behavior(client)
     if level == 0:
         return None
-    control = client.control
-    explanation = control.value("spfexp") or DEFAULT_EXPLANATION
+    spfexp = client.control.parsed("spfexp", _parse_spfexp, None)
     verdict = await check_mailfrom(
         client.ip,
         sender,
         client.helo or "",
         client.resolver,
         receiver=client.hostname,
-        default_explanation=explanation,
+        default_explanation=spfexp or DEFAULT_EXPLANATION,
         local=local_policy(client),
         memo=VERDICTS,
     )
     client.evidence[EVIDENCE] = verdict
     log.info("%s: SPF %s for <%s> (%s)", client.ip, verdict.result.value, sender, verdict.reason)
     if verdict.result is SpfResult.TEMPERROR and level >= 2:
-        return Reply(451, "4.3.0", _line(f"SPF lookup failure: {verdict.reason}"))
+        # qmail-spf's words; why (which name, which server) is in the log only.
+        return Reply(451, "4.3.0", "SPF lookup failure")
     if refused_at(verdict.result, level):
-        client.evidence[_REFUSAL] = refusal(verdict)
+        client.evidence[_REFUSAL] = refusal(verdict, spfexp)
     return None
 
 

@@ -442,8 +442,19 @@ class SmtpConnection(asyncio.Protocol):
         return Reply(502, "5.5.1", "not implemented")
 
     def _rcpt(self, event: RcptTo) -> Reply | None:
+        """RCPT: the policy's first checks (qmail-spf's refusal comes before
+        rcpthosts), the relay and recipient checks, then the policy's RCPT
+        checks for a recipient they took."""
+        self._wait_for(self._rcpt_checks(event))
+        return None
+
+    async def _rcpt_checks(self, event: RcptTo) -> Reply:
         assert self.session is not None
+        client = self._client()
         path = event.path
+        refused = await pipeline.at_rcpt_first(client, self.sender, str(path))
+        if refused is not None:
+            return refused
         decision = decide_recipient(
             self.state.control,
             path.local,
@@ -453,13 +464,13 @@ class SmtpConnection(asyncio.Protocol):
             route=path.route,
             counter=self.counter,
         )
-        if decision.accepted and decision.recipient is not None:
-            if pipeline.RCPT:
-                self._wait_for(self._rcpt_checks(decision.recipient, decision.reply))
-                return None
-            self.recipients.append(decision.recipient)
-        elif not decision.accepted:
+        if not decision.accepted or decision.recipient is None:
             log.info("%s: RCPT %s refused: %s", self.remote_ip, path, decision.reason)
+            return decision.reply
+        refused = await pipeline.at_rcpt(client, self.sender, decision.recipient)
+        if refused is not None:
+            return refused
+        self.recipients.append(decision.recipient)
         return decision.reply
 
     def _client(self) -> Client:
@@ -480,13 +491,6 @@ class SmtpConnection(asyncio.Protocol):
             self._end_transaction()
             return refused
         return Reply(250, "2.1.0", "sender ok")
-
-    async def _rcpt_checks(self, recipient: str, accepted: Reply) -> Reply:
-        refused = await pipeline.at_rcpt(self._client(), self.sender, recipient)
-        if refused is not None:
-            return refused
-        self.recipients.append(recipient)
-        return accepted
 
     def _end_transaction(self) -> None:
         if self.sender_set:
