@@ -7,6 +7,7 @@ counts what it learnt (sa-learn --dump magic)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -106,6 +107,47 @@ def test_learns_and_deletes_old_junk(root: Path) -> None:
         assert spamd.nspam() == 6
     finally:
         spamd.stop()
+
+
+def _without_dac_override() -> list[str]:
+    """A command prefix under which a mode-000 file is unreadable, root or not."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root's file access override")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def test_an_unreadable_message_or_folder_is_passed_over(root: Path) -> None:
+    # As the seed's loop passes over what sa-learn cannot read, and goes on.
+    ann_message = (
+        root / "domains" / "example.org" / "ann" / "Maildir" / ".Junk" / "cur" / "6.old:2,"
+    )
+    alias_cur = root / "alias" / "Maildir" / ".Junk" / "cur"
+    ann_message.chmod(0)
+    alias_cur.chmod(0)
+    spamd = start_spamd(allow_tell=True)
+    try:
+        done = subprocess.run(
+            [*_without_dac_override(), QUAIL, "learn", "--root", str(root), "--spamd", spamd.spec],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert spamd.nspam() == 2
+    finally:
+        spamd.stop()
+        alias_cur.chmod(0o700)
+    assert done.returncode == 1
+    assert done.stdout == "2 of 3 messages from 3 Junk folders deleted: 2 learnt as spam\n"
+    said = [line for line in done.stderr.splitlines() if not line.startswith("[")]  # the bar
+    assert said == [
+        f"quail learn: cannot read {alias_cur}: Permission denied",
+        f"quail learn: cannot read {ann_message}: Permission denied",
+    ]
+    assert ann_message.exists() and (alias_cur / "7.old:2,S").exists()  # left for next time
 
 
 def test_spamd_without_allow_tell_stops_with_one_line(root: Path) -> None:

@@ -119,6 +119,28 @@ def test_spamreject_refuses_over_the_score(
     assert "X-Spam-Status: No, score=" in headers["clean"]
 
 
+def test_the_clients_spam_fields_go_and_a_bad_spamreject_is_said(
+    server_factory: Callable[..., Running], spamd: Spamd, dns_server: ZoneServer
+) -> None:
+    server = server_factory(setup_for(spamd.spec, dns_server, spamreject="abc"))
+    forged = (
+        b"X-Spam-Status: No, score=-50.0 required=5.0\r\n\ttests=NONE\r\n"
+        b"X-Spam-Score: -50.0\r\nX-Spam-Flag: NO\r\n"
+    ) + message("forged", GTUBE)
+    send(server, forged)  # a bad spamreject refuses nothing
+    send(server, message("second", GTUBE))
+    headers = queued_headers(server)
+    text = headers["forged"]
+    assert text.count("X-Spam-Status:") == 1 and "X-Spam-Status: Yes, score=" in text
+    assert text.count("X-Spam-Score:") == 1 and "-50" not in text
+    assert "X-Spam-Flag" not in text and "tests=NONE" not in text
+    assert "Subject: forged" in text and "Message-ID: <forged@example.org>" in text
+    log = server.log_path.read_text()
+    assert "removed 3 X-Spam- field(s) the client wrote" in log
+    # once per version of the file, in each of the two workers that took a message
+    assert log.count("control/spamreject ignored: 'abc' is not a score") in (1, 2)
+
+
 def test_spamd_down_accepts_unscanned_or_defers(
     server_factory: Callable[..., Running], dns_server: ZoneServer
 ) -> None:

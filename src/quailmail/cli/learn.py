@@ -26,9 +26,12 @@ repeats them, so it is left alone unless `--include-new`.  A message over
 spamc's size limit (`control/spamdmaxsize`, 500 KB) is deleted unlearnt,
 as sa-learn skips it and the seed's `rm -f` follows anyway.
 
-Exit 0 when all went; 1 with one line on stderr at the first error (spamd
-unreachable or refusing, a file that cannot be read or removed): what was
-learnt until then is gone from the folders, the rest is left for next time.
+Exit 0 when all went.  A folder or message that cannot be read, or a
+message that cannot be removed, is passed over as the seed's loop passes
+over it (one line on stderr each; the others are still learnt) and the exit
+is 1.  spamd unreachable or refusing stops the run at once, exit 1 with one
+line: what was learnt until then is gone from the folders, the rest is left
+for next time.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +109,12 @@ def junk_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def old_messages(folders: list[Path], cutoff: float, include_new: bool) -> list[Path]:
+def old_messages(
+    folders: list[Path], cutoff: float, include_new: bool, problems: list[str] | None = None
+) -> list[Path]:
     """Regular files in the folders' cur/ (and new/) modified at or before
-    `cutoff` (a time.time() value)."""
+    `cutoff` (a time.time() value).  A directory that cannot be read is
+    passed over, and said in `problems`."""
     out: list[Path] = []
     for folder in folders:
         for sub in ("cur", "new") if include_new else ("cur",):
@@ -115,12 +122,19 @@ def old_messages(folders: list[Path], cutoff: float, include_new: bool) -> list[
                 entries = list(os.scandir(folder / sub))
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as exc:
+                if problems is not None:
+                    problems.append(f"cannot read {folder / sub}: {exc.strerror or exc}")
+                continue
             for entry in entries:
                 try:
                     if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime <= cutoff:
                         out.append(Path(entry.path))
                 except FileNotFoundError:
                     continue  # taken away meanwhile (an IMAP client moved it)
+                except OSError as exc:
+                    if problems is not None:
+                        problems.append(f"cannot read {entry.path}: {exc.strerror or exc}")
     return sorted(out)
 
 
@@ -130,6 +144,7 @@ class Tally:
     known: int = 0  # spamd had learnt it before
     too_large: int = 0
     gone: int = 0  # vanished before we read it
+    problems: list[str] = field(default_factory=list)  # passed over: unreadable, undeletable
 
     @property
     def deleted(self) -> int:
@@ -153,33 +168,40 @@ async def learn(
 ) -> Tally:
     tally = Tally()
     for count, path in enumerate(paths, 1):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            tally.gone += 1
-            continue
-        except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc.strerror or exc}", 1) from None
-        if max_size > 0 and len(data) > max_size:
-            tally.too_large += 1
-        else:
-            try:
-                did = await spamd.tell(data, "spam")
-            except SpamdError as exc:
-                raise CliError(f"{exc} ({_story(tally)} until then)", 1) from None
-            if "local" in did:
-                tally.learnt += 1
-            else:
-                tally.known += 1
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise CliError(f"cannot delete {path}: {exc.strerror or exc}", 1) from None
+        await _learn_one(path, spamd, max_size, tally)
         if bar is not None:
             bar.update(count)
     return tally
+
+
+async def _learn_one(path: Path, spamd: SpamdClient, max_size: int, tally: Tally) -> None:
+    """Tell spamd one message, and delete it; what cannot be read or
+    deleted is passed over and kept in `tally.problems`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        tally.gone += 1
+        return
+    except OSError as exc:
+        tally.problems.append(f"cannot read {path}: {exc.strerror or exc}")
+        return
+    if max_size > 0 and len(data) > max_size:
+        tally.too_large += 1
+    else:
+        try:
+            did = await spamd.tell(data, "spam")
+        except SpamdError as exc:
+            raise CliError(f"{exc} ({_story(tally)} until then)", 1) from None
+        if "local" in did:
+            tally.learnt += 1
+        else:
+            tally.known += 1
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        tally.problems.append(f"cannot delete {path}: {exc.strerror or exc}")
 
 
 def _story(tally: Tally) -> str:
@@ -205,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     )
     max_size = control.int_value("spamdmaxsize", DEFAULT_MAX_SIZE)
     folders = junk_folders(root)
-    paths = old_messages(folders, time.time() - args.older_than * DAY, args.include_new)
+    problems: list[str] = []
+    paths = old_messages(folders, time.time() - args.older_than * DAY, args.include_new, problems)
     bar = Progress("messages learnt", len(paths))
     try:
         tally = asyncio.run(learn(paths, spamd, max_size, bar))
@@ -218,4 +241,7 @@ def run(args: argparse.Namespace) -> int:
         f"{tally.deleted} of {len(paths)} messages from {len(folders)} Junk folders "
         f"deleted: {_story(tally)}"
     )
-    return 0
+    problems += tally.problems
+    for problem in problems:
+        print(f"quail learn: {problem}", file=sys.stderr)
+    return 1 if problems else 0

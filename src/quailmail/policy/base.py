@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,54 @@ class Message:
             parsed = parse_message(b"".join(self.chunks[1:]), crlf=True)
             cached = self._parsed = (self.chunks, parsed)
         return cached[1]
+
+    def remove_client_fields(self, name: bytes, unwanted: Callable[[bytes], bool]) -> int:
+        """Remove from the client's header section (after our Received:)
+        every field `unwanted(field)` says so of; `name`, in lower case, is
+        a part of every such field's name (a quick test before the fields
+        are split).  The number removed; the body's bytes are not touched."""
+        chunks = self.chunks
+        if len(chunks) < 2:
+            return 0
+        buf = bytearray()
+        taken = 1
+        end = -1
+        while taken < len(chunks):
+            before = len(buf)
+            buf += chunks[taken]
+            taken += 1
+            end = _header_end(buf, before)
+            if end >= 0:
+                break
+        if end < 0:
+            end = len(buf)  # a message without a body is all header
+        header = bytes(buf[:end])
+        if name not in header.lower():
+            return 0
+        fields: list[bytes] = []
+        for line in _LINE.findall(header):
+            if fields and line[:1] in (b" ", b"\t"):
+                fields[-1] += line  # a continuation line (RFC 5322 §2.2.3)
+            else:
+                fields.append(line)
+        kept = [f for f in fields if not unwanted(f)]
+        removed = len(fields) - len(kept)
+        if removed:
+            new_header = b"".join(kept)
+            self.chunks = [chunks[0], new_header + bytes(buf[end:]), *chunks[taken:]]
+            self.size -= len(header) - len(new_header)
+        return removed
+
+
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
+
+
+def _header_end(data: bytes | bytearray, start: int = 0) -> int:
+    """Offset of the empty line ending the header section, or -1."""
+    if data[:2] == b"\r\n":
+        return 0
+    found = data.find(b"\r\n\r\n", max(start - 3, 0))
+    return found + 2 if found >= 0 else -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ from quailmail.policy.base import Client, Message
 log = logging.getLogger("quailmail.policy")
 
 _NAME = b"authentication-results"
-_LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
 _TOKEN = re.compile(r'[^\s;()"]+')
 
 
@@ -69,14 +68,6 @@ def authserv_id(value: bytes) -> str | None:
     return match.group(0) if match else None
 
 
-def _header_end(data: bytes | bytearray, start: int = 0) -> int:
-    """Offset of the empty line ending the header section, or -1."""
-    if data[:2] == b"\r\n":
-        return 0
-    found = data.find(b"\r\n\r\n", max(start - 3, 0))
-    return found + 2 if found >= 0 else -1
-
-
 def _claims(field: bytes, ours: str) -> bool:
     name, colon, value = field.partition(b":")
     if not colon or name.rstrip(b" \t").lower() != _NAME:
@@ -91,38 +82,7 @@ def strip_claims(message: Message, ours: str) -> int:
     """Remove from the client's header section every Authentication-Results
     field with authserv-id `ours`; the number removed."""
     ours = ours.rstrip(".").lower()
-    chunks = message.chunks
-    if len(chunks) < 2:
-        return 0
-    # Gather the client's header section (chunks after our Received: field).
-    buf = bytearray()
-    taken = 1
-    end = -1
-    while taken < len(chunks):
-        before = len(buf)
-        buf += chunks[taken]
-        taken += 1
-        end = _header_end(buf, before)
-        if end >= 0:
-            break
-    if end < 0:
-        end = len(buf)  # a message without a body is all header
-    header = bytes(buf[:end])
-    if _NAME not in header.lower():
-        return 0
-    fields: list[bytes] = []
-    for line in _LINE.findall(header):
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1] += line  # a continuation line (RFC 5322 §2.2.3)
-        else:
-            fields.append(line)
-    kept = [f for f in fields if not _claims(f, ours)]
-    removed = len(fields) - len(kept)
-    if removed:
-        new_header = b"".join(kept)
-        message.chunks = [chunks[0], new_header + bytes(buf[end:]), *chunks[taken:]]
-        message.size -= len(header) - len(new_header)
-    return removed
+    return message.remove_client_fields(_NAME, lambda field: _claims(field, ours))
 
 
 async def at_data(client: Client, message: Message) -> Reply | None:

@@ -11,7 +11,11 @@ What qmail setups did with simscan or qmail-scanner (seed 003: `QMAILQUEUE=
   `X-Spam-Score: S`; local delivery files `X-Spam-Status: Yes` in `.Junk`
   (deliver/junk.py), as the seeds' maildrop filter did.
 - `control/spamreject` (a score): at or above it the message is refused,
-  `554 5.7.1`, before it is queued: nothing accepted is dropped.
+  `554 5.7.1`, before it is queued: nothing accepted is dropped.  A value
+  that is not a finite number is ignored, with a warning in the log.
+- `X-Spam-*` fields the client wrote are removed from a message that is to
+  be scanned, as SpamAssassin removes earlier markup before it adds its
+  own: a sender cannot pass off its own verdict.
 - Messages over `control/spamdmaxsize` (spamc's 500 KB) are not scanned, as
   spamc passes them through unscanned.
 - spamd down, slow (`control/spamdtimeout`, 30 s) or confused: the message
@@ -27,7 +31,9 @@ What qmail setups did with simscan or qmail-scanner (seed 003: `QMAILQUEUE=
 from __future__ import annotations
 
 import logging
+import math
 
+from quailmail.config.control import parse_value
 from quailmail.core.reply import Reply
 from quailmail.policy.base import Client, Message
 from quailmail.policy.spamc import (
@@ -83,6 +89,9 @@ async def check(client: Client, message: Message) -> Reply | None:
     spec = control.value("spamd")
     if not spec or not spec.strip() or not wanted(client):
         return None
+    removed = message.remove_client_fields(b"x-spam-", _spam_field)
+    if removed:
+        log.info("%s: removed %d X-Spam- field(s) the client wrote", client.ip, removed)
     fail_closed = control.flag("spamdfailclosed")
     try:
         endpoint = parse_endpoint(spec)
@@ -108,13 +117,30 @@ async def check(client: Client, message: Message) -> Reply | None:
     log.info("%s: spamd: message from <%s> %s, score %s/%s (%s)", client.ip, message.sender,
              "spam" if verdict.spam else "ham", verdict.score, verdict.required,
              ",".join(verdict.tests) or "no tests")  # fmt: skip
-    reject = _float(control.value("spamreject"))
+    reject = control.parsed("spamreject", _parse_reject, None)
     if reject is not None and verdict.score_value >= reject:
         return Reply(
             554, "5.7.1", f"message refused as spam (SpamAssassin score {verdict.score}, "
             f"limit {reject:g})"
         )  # fmt: skip
     return None
+
+
+def _spam_field(field: bytes) -> bool:
+    return field[:7].lower() == b"x-spam-"
+
+
+def _parse_reject(data: bytes) -> float | None:
+    """control/spamreject: a finite score; anything else is ignored, said
+    once per version of the file."""
+    text = parse_value(data)
+    if text is None or not text.strip():
+        return None
+    value = _float(text)
+    if value is None or not math.isfinite(value):
+        log.warning("control/spamreject ignored: %r is not a score", text.strip()[:40])
+        return None
+    return value
 
 
 def _unscanned(client: Client, message: Message, why: str, fail_closed: bool) -> Reply | None:
