@@ -185,6 +185,17 @@ def test_e_badkey(tmp_path: Path, record: str) -> None:
     assert (result.letter, result.result) == ("E", Result.PERMERROR), result.reason
 
 
+def test_short_keys_verify_as_libdomainkeys_verifies_them(tmp_path: Path) -> None:
+    # The seeds' toasters sign DomainKeys with 384- and 768-bit keys; their
+    # DKVERIFY="DEGIJKfh" must not turn that into E.  RFC 8301's floor is DKIM's.
+    short = parse_private_key((DATA.parent / "keys" / "rsa512.pem").read_bytes())
+    record = f"test8._domainkey.messiah.edu  k=rsa; p={short.public_record_value()}"
+    signed = sign(key=short)
+    assert verify(signed, resolver(tmp_path, record)).letter == "A"
+    floor = verify(signed, resolver(tmp_path, record), min_key_bits=1024)
+    assert (floor.letter, floor.result) == ("E", Result.POLICY)
+
+
 def test_e_badkey_small_key_is_our_policy(tmp_path: Path) -> None:
     result = verify(sign(), resolver(tmp_path, GOOD_KEY), min_key_bits=2048)
     assert (result.letter, result.result) == ("E", Result.POLICY)

@@ -36,7 +36,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--accept-sha1", action="store_true", help="accept rsa-sha1 (RFC 8301 refuses it)"
     )
-    p.add_argument("--min-key-bits", type=int, default=1024, metavar="N")
+    p.add_argument(
+        "--min-key-bits",
+        type=int,
+        metavar="N",
+        help="refuse shorter keys (default: DKIM 1024, as RFC 8301; DomainKeys none, "
+        "as libdomainkeys)",
+    )
     p.add_argument("--authserv-id", help="authserv-id (default: control/me, else host name)")
     add_dns_options(p)
     p.set_defaults(handler=run)
@@ -72,11 +78,11 @@ def domainkeys_json(result: DomainKeysResult) -> dict[str, Any]:
 
 
 async def _judge(
-    data: bytes, resolver: Resolver, options: VerifyOptions, clock: Clock
+    data: bytes, resolver: Resolver, options: VerifyOptions, clock: Clock, dk_min_bits: int
 ) -> tuple[DkimResult, DomainKeysResult]:
     message = parse_message(data)
     dkim = await verify_dkim(message, resolver, options=options, clock=clock)
-    dk = await verify_domainkeys(message, resolver, min_key_bits=options.min_key_bits)
+    dk = await verify_domainkeys(message, resolver, min_key_bits=dk_min_bits)
     return dkim, dk
 
 
@@ -85,7 +91,11 @@ async def _run(args: argparse.Namespace) -> int:
         resolver = make_resolver(args.dns, args.root)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    options = VerifyOptions(accept_sha1=args.accept_sha1, min_key_bits=args.min_key_bits)
+    given = args.min_key_bits
+    options = VerifyOptions(
+        accept_sha1=args.accept_sha1, min_key_bits=1024 if given is None else given
+    )
+    dk_min_bits = 0 if given is None else given
     clock: Clock = FixedClock(args.at) if args.at is not None else SystemClock()
     server_id = authserv_id(args.authserv_id, args.root)
     status = 0
@@ -97,7 +107,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"quail verify: {exc}", file=sys.stderr)
             status = 2
             continue
-        dkim, dk = await _judge(data, resolver, options, clock)
+        dkim, dk = await _judge(data, resolver, options, clock, dk_min_bits)
         if args.json:
             line = json.dumps(
                 {"file": name, "dkim": dkim_json(dkim), "domainkeys": domainkeys_json(dk)}
@@ -111,6 +121,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.min_key_bits < 0:
+    if args.min_key_bits is not None and args.min_key_bits < 0:
         raise CliError("--min-key-bits must not be negative")
     return asyncio.run(_run(args))

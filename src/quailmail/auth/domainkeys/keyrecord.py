@@ -31,7 +31,7 @@ class DkKey:
         return self.key.key_size
 
 
-def parse_key_record(text: str, *, min_key_bits: int = 1024) -> DkKey:
+def parse_key_record(text: str, *, min_key_bits: int = 0) -> DkKey:
     """The usable key in a selector record's TXT data, or DkProblem saying why not.
 
     The order of the checks is libdomainkeys' dk_end(): tag list (BADKEY),

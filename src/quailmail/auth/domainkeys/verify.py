@@ -65,9 +65,14 @@ class _Evidence:
 
 
 async def verify_domainkeys(
-    message: Message, resolver: Resolver, *, min_key_bits: int = 1024
+    message: Message, resolver: Resolver, *, min_key_bits: int = 0
 ) -> DomainKeysResult:
     """Verify the message's first DomainKey-Signature; never raises.
+
+    No key is too short by default, as in libdomainkeys: RFC 8301's 1024-bit
+    floor is DKIM's, and the seeds' toasters sign DomainKeys with 384- and
+    768-bit keys (`dknewkey`'s default), which their DKVERIFY="DEGIJKfh"
+    would otherwise refuse as E.  `min_key_bits` sets a floor of our own.
 
     Only the first (topmost) DomainKey-Signature field is verified: it is the
     one added last, and it is the one libdomainkeys checks ("check the
