@@ -33,6 +33,50 @@ def test_reasons_are_safe_comments() -> None:
     assert authres.method("dkim", bad) == "dkim=fail (bad  very   bad) header.d=a.b"
 
 
+def test_reasons_and_values_are_printable_ascii_and_bounded() -> None:
+    # A DMARC record or a signature's tags may bring anything in.
+    odd = DkimSignatureResult(
+        DkimStatus.SIG_BAD, Result.FAIL, "a=rsa-\xe9 " + "x" * 1000, domain="caf\xe9.example"
+    )
+    text = authres.method("dkim", odd)
+    assert text.isascii() and "a=rsa-? " in text and 'header.d="caf?.example"' in text
+    assert len(text) < authres.COMMENT_CHARS + 60
+
+
+def test_a_long_field_is_folded_and_unfolds_to_its_one_line_form() -> None:
+    verdicts = [
+        DkimSignatureResult(
+            DkimStatus.OK, Result.PASS, "ok", domain=f"d{n}.example.com", selector="sel",
+            header_b="abcdefghijklmnop",
+        )
+        for n in range(10)
+    ]  # fmt: skip
+    spf = "spf=pass (" + "a long reason " * 20 + ") smtp.mailfrom=joe@example.com"
+    items = [authres.method("dkim", v) for v in verdicts] + [spf]
+    folded = authres.authentication_results("mx.example.org", items)
+    one_line = authres.authentication_results("mx.example.org", items, fold=False)
+    assert len(one_line) > 998  # what ten signatures and a reason made before
+    lines = folded.split("\r\n")
+    assert all(len(line) <= authres.FOLD_AT for line in lines), lines
+    assert all(line.startswith(" ") for line in lines[1:])
+    assert folded.replace("\r\n", "") == one_line  # RFC 5322 §2.2.3 unfolding
+    assert lines[0] == "Authentication-Results: mx.example.org;"
+
+
+def test_ten_thousand_signatures_make_one_entry_for_the_unchecked() -> None:
+    signed = sign()
+    field = signed.partition(b"\r\n\r\n")[0]
+    signature = field.split(b"\r\nFrom:", 1)[0] + b"\r\n"
+    many = signature * 10_000 + signed
+    result = verify(many, resolver(test=RSA_RECORD))
+    assert len(result.signatures) == 9  # the 8 checked, and one for the rest
+    assert result.signatures[-1].reason == "too many signatures; 9993 more not checked"
+    line = authres.authentication_results(
+        "mx", [authres.method("dkim", s) for s in result.signatures]
+    )
+    assert len(line) < 2000
+
+
 def test_none_when_nothing_to_report() -> None:
     assert authres.authentication_results("mx", []) == "Authentication-Results: mx; none"
     assert authres.none_method("dkim", "no signature") == "dkim=none (no signature)"
@@ -117,7 +161,7 @@ def test_the_authres_vectors_we_can_produce_are_produced_identically() -> None:
             )  # fmt: skip
             items.append(authres.method(r["method"], verdict))
         else:
-            line = authres.authentication_results(case["authserv_id"], items)
+            line = authres.authentication_results(case["authserv_id"], items, fold=False)
             assert line == case["authres_reserialized"]
             checked += 1
     assert checked >= 1

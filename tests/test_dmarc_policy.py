@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 from collections.abc import Callable
 from pathlib import Path
+from typing import AnyStr
 
 import pytest
 
@@ -95,6 +97,14 @@ def test_reject_is_refused_when_enforced(
     assert queued(server) == []
 
 
+def unfold(text: AnyStr) -> AnyStr:
+    """RFC 5322 §2.2.3: header fields unfolded (our Authentication-Results
+    folds when it is longer than a line)."""
+    if isinstance(text, bytes):
+        return re.sub(rb"\r?\n([ \t])", rb"\1", text)
+    return re.sub(r"\r?\n([ \t])", r"\1", text)
+
+
 def test_quarantine_is_delivered_to_junk(
     server_factory: Callable[..., Running], zone: ZoneServer
 ) -> None:
@@ -103,8 +113,8 @@ def test_quarantine_is_delivered_to_junk(
     send(server, "someone@news.test", mail("news.test", "reported"))
     home = server.root / "domains" / "example.com" / "joe" / "Maildir"
     wait_for(lambda: maildir(home) and maildir(home / ".Junk"), timeout=60, what="inbox and Junk")
-    (junk,) = maildir(home / ".Junk")
-    (inbox,) = maildir(home)
+    (junk,) = (unfold(m) for m in maildir(home / ".Junk"))
+    (inbox,) = (unfold(m) for m in maildir(home))
     assert b"Subject: quarantined" in junk
     assert b"\nX-Quail-Quarantine: dmarc (the DMARC policy of shop.test is quarantine)\n" in junk
     assert (
@@ -122,11 +132,16 @@ def test_not_enforced_by_default_but_reported(
     server = server_factory(setup_for(zone))
     send(server, "spoof@elsewhere.test", mail("bank.test", "spoofed"))
     send(server, "spoof@elsewhere.test", mail("nodmarc.test", "plain"))
-    (spoofed, plain) = sorted(queued(server), key=lambda h: "plain" in h)
+    (spoofed, plain) = sorted((unfold(h) for h in queued(server)), key=lambda h: "plain" in h)
     assert "dmarc=fail (p=reject dis=reject) header.from=bank.test" in spoofed
     assert "dmarc=none (no DMARC record at _dmarc.nodmarc.test) header.from=nodmarc.test" in plain
     assert "X-Quail-Quarantine" not in spoofed
     assert "not enforced (dmarcbehavior 0)" in server.log_path.read_text()
+    # A value that is neither 0 nor 1 enforces nothing, and says so.
+    (server.root / "control" / "dmarcbehavior").write_text("x\n")
+    send(server, "spoof@elsewhere.test", mail("bank.test", "typo"))
+    log = server.log_path.read_text()
+    assert "control/dmarcbehavior ignored: 'x' is neither 0 nor 1 (DMARC not enforced)" in log
 
 
 def test_aligned_spf_or_dkim_passes(

@@ -29,7 +29,11 @@ if TYPE_CHECKING:
     from quailmail.auth.domainkeys import DomainKeysResult
 
 HEADER_B_CHARS = 12
+COMMENT_CHARS = 300  # a reason longer than this is cut: the field stays readable
+VALUE_CHARS = 255  # a property value (a domain is at most 253)
+FOLD_AT = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
 _UNSAFE_COMMENT = re.compile(r"[()\\\r\n]")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _TOKEN = re.compile(r"[A-Za-z0-9._@+/=-]+")
 
 
@@ -54,14 +58,21 @@ class Verdict(Protocol):
 
 
 def comment(text: str) -> str:
-    """A reason as an RFC 5322 comment: no parentheses or line breaks inside."""
-    return "(" + _UNSAFE_COMMENT.sub(" ", text).strip() + ")" if text else ""
+    """A reason as an RFC 5322 comment: no parentheses or line breaks inside,
+    printable ASCII only (what a signature or record brought in otherwise is
+    `?`), at most COMMENT_CHARS."""
+    if not text:
+        return ""
+    text = _NOT_PRINTABLE.sub("?", _UNSAFE_COMMENT.sub(" ", text[:COMMENT_CHARS])).strip()
+    return "(" + text + ")"
 
 
 def _value(text: str) -> str:
-    # RFC 8601 §2.2 pvalue: a token, or quoted when it is not one.
-    if _TOKEN.fullmatch(text):
+    # RFC 8601 §2.2 pvalue: a token, or quoted when it is not one; printable
+    # ASCII only, at most VALUE_CHARS.
+    if _TOKEN.fullmatch(text) and len(text) <= VALUE_CHARS:
         return text
+    text = _NOT_PRINTABLE.sub("?", text[:VALUE_CHARS])
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -128,11 +139,40 @@ def adsp(result: AdspResult, header_from: str | None = None) -> str:
     return " ".join(parts)
 
 
-def authentication_results(authserv_id: str, resinfos: Iterable[str]) -> str:
-    """The whole field (no line ending), e.g. for `quail verify` and the receiver."""
-    items = [r for r in resinfos if r]
-    body = "; ".join(items) if items else "none"
-    return f"Authentication-Results: {authserv_id}; {body}"
+def authentication_results(authserv_id: str, resinfos: Iterable[str], *, fold: bool = True) -> str:
+    """The whole field (no line ending), for the receiver, and with
+    `fold=False` on one line for `quail verify`'s output.
+
+    On one line when it fits in FOLD_AT characters, as the seeds show it;
+    else folded before each resinfo, and a resinfo longer than a line at its
+    spaces, all of which are CFWS or FWS (RFC 8601 §2.2), so no line comes
+    near RFC 5322's 998.  A fold is a CRLF put before one of the field's
+    spaces: unfolded (RFC 5322 §2.2.3), the field is its one-line form."""
+    items = [r for r in resinfos if r] or ["none"]
+    line = f"Authentication-Results: {authserv_id}; " + "; ".join(items)
+    if not fold or len(line) <= FOLD_AT:
+        return line
+    lines = [f"Authentication-Results: {authserv_id};"]
+    for number, item in enumerate(items, 1):
+        end = ";" if number < len(items) else ""
+        lines.append("\r\n ".join(_fold_words(item + end)))
+    return "\r\n ".join(lines)
+
+
+def _fold_words(text: str) -> list[str]:
+    """`text` cut at spaces into pieces of about FOLD_AT characters (the
+    space each was cut at goes with the fold); a word longer than that
+    stays whole."""
+    out: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        if current and len(current) + 1 + len(word) > FOLD_AT - 8:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    out.append(current)
+    return out
 
 
 def x_authentication_results(sender: str, verdict_result: Result, reason: str, mta: str) -> str:

@@ -113,7 +113,9 @@ async def _run(args: argparse.Namespace) -> int:
                 {"file": name, "dkim": dkim_json(dkim), "domainkeys": domainkeys_json(dk)}
             )
         else:
-            line = authres.authentication_results(server_id, authres.domainkeys_and_dkim(dk, dkim))
+            line = authres.authentication_results(
+                server_id, authres.domainkeys_and_dkim(dk, dkim), fold=False
+            )
             if many:
                 line = f"{name}: {line}"
         print(line, flush=True)

@@ -35,6 +35,7 @@ from quailmail.auth.memo import AnswerMemo
 from quailmail.auth.results import Result
 from quailmail.auth.spf.check import check_mailfrom
 from quailmail.auth.spf.result import SpfVerdict
+from quailmail.config.control import parse_value
 from quailmail.core.reply import Reply
 from quailmail.policy import spf as spf_policy
 from quailmail.policy.base import Client, Message
@@ -47,6 +48,17 @@ QUARANTINE_FIELD = "X-Quail-Quarantine"
 # Verdicts of this process, reused for the same From domain and the same
 # SPF and DKIM evidence while the DNS answers they read stand (auth/memo.py).
 VERDICTS: AnswerMemo[DmarcResult] = AnswerMemo(size=1024)  # as many as parsed records kept
+
+
+def _parse_behavior(data: bytes) -> bool:
+    """control/dmarcbehavior: `1` enforces, `0` (or nothing) reports only;
+    anything else reports only and is said in the log, once per version."""
+    text = parse_value(data).strip()
+    if text in ("", "0", "1"):
+        return text == "1"
+    log.warning("control/dmarcbehavior ignored: %r is neither 0 nor 1 (DMARC not enforced)",
+                text[:40])  # fmt: skip
+    return False
 
 
 async def check(client: Client, message: Message) -> Reply | None:
@@ -81,7 +93,7 @@ async def check(client: Client, message: Message) -> Reply | None:
     message.auth_results.append(dmarc_resinfo(result))
     if result.result is not Result.FAIL or result.disposition is Policy.NONE:
         return None
-    if client.control.int_value("dmarcbehavior", 0) < 1:
+    if not client.control.parsed("dmarcbehavior", _parse_behavior, False):
         log.info("%s: DMARC %s for %s (%s), not enforced (dmarcbehavior 0)", client.ip,
                  result.disposition, result.from_domain, result.reason)  # fmt: skip
         return None
