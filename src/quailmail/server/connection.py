@@ -464,8 +464,10 @@ class SmtpConnection(asyncio.Protocol):
             route=path.route,
             counter=self.counter,
         )
-        if not decision.accepted or decision.recipient is None:
+        if not decision.accepted:
             log.info("%s: RCPT %s refused: %s", self.remote_ip, path, decision.reason)
+            return decision.reply
+        if decision.recipient is None:
             return decision.reply
         refused = await pipeline.at_rcpt(client, self.sender, decision.recipient)
         if refused is not None:
