@@ -123,8 +123,11 @@ def test_every_level_against_every_result(
             assert len(results) == 1
             assert results[0].startswith(f"mx.test; spf={result} (".encode())
             assert f"smtp.mailfrom=joe@{domain}".encode() in results[0]
-            # Received-SPF and Authentication-Results above our Received:
+            # Received-SPF and Authentication-Results above our Received:,
+            # folded to lines of at most 78 characters (RFC 5322 §2.1.1).
             top = queued_message.split(b"\r\n")
+            header_lines = top[: top.index(b"")]
+            assert max(len(line) for line in header_lines) <= 78, header_lines
             names = [line.split(b":")[0] for line in top if line and line[:1] not in b" \t"]
             assert names.index(b"Received-SPF") < names.index(b"Received")
 

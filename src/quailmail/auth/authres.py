@@ -32,7 +32,6 @@ HEADER_B_CHARS = 12
 COMMENT_CHARS = 300  # a reason longer than this is cut: the field stays readable
 VALUE_CHARS = 255  # a property value (a domain is at most 253)
 FOLD_AT = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
-_UNSAFE_COMMENT = re.compile(r"[()\\\r\n]")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _TOKEN = re.compile(r"[A-Za-z0-9._@+/=-]+")
 
@@ -63,8 +62,11 @@ def comment(text: str) -> str:
     `?`), at most COMMENT_CHARS."""
     if not text:
         return ""
-    text = _NOT_PRINTABLE.sub("?", _UNSAFE_COMMENT.sub(" ", text[:COMMENT_CHARS])).strip()
-    return "(" + text + ")"
+    text = text[:COMMENT_CHARS]
+    if not (text.isascii() and text.isprintable()):
+        text = _NOT_PRINTABLE.sub("?", text.replace("\r", " ").replace("\n", " "))
+    text = text.replace("(", " ").replace(")", " ").replace("\\", " ")
+    return "(" + text.strip() + ")"
 
 
 def _value(text: str) -> str:
@@ -154,8 +156,8 @@ def authentication_results(authserv_id: str, resinfos: Iterable[str], *, fold: b
         return line
     lines = [f"Authentication-Results: {authserv_id};"]
     for number, item in enumerate(items, 1):
-        end = ";" if number < len(items) else ""
-        lines.append("\r\n ".join(_fold_words(item + end)))
+        piece = item + ";" if number < len(items) else item
+        lines.append(piece if len(piece) < FOLD_AT else "\r\n ".join(_fold_words(piece)))
     return "\r\n ".join(lines)
 
 
@@ -164,14 +166,16 @@ def _fold_words(text: str) -> list[str]:
     space each was cut at goes with the fold); a word longer than that
     stays whole."""
     out: list[str] = []
-    current = ""
-    for word in text.split(" "):
-        if current and len(current) + 1 + len(word) > FOLD_AT - 8:
-            out.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    out.append(current)
+    limit = FOLD_AT - 8
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit + 1)
+        if cut <= 0:
+            cut = text.find(" ", limit)
+            if cut < 0:
+                break
+        out.append(text[:cut])
+        text = text[cut + 1 :]
+    out.append(text)
     return out
 
 
@@ -238,10 +242,12 @@ def _kv(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def received_spf(verdict: SpfVerdict) -> str:
-    """The `Received-SPF:` field of RFC 7208 §9.1 (no line ending, unfolded):
-    the result, a comment, then receiver, client-ip, envelope-from, helo,
-    identity, and mechanism or problem where there is one."""
+def received_spf(verdict: SpfVerdict, *, fold: bool = False) -> str:
+    """The `Received-SPF:` field of RFC 7208 §9.1 (no line ending): the
+    result, a comment, then receiver, client-ip, envelope-from, helo,
+    identity, and mechanism or problem where there is one.  With `fold`,
+    folded at its spaces (CFWS and FWS all) into lines of about FOLD_AT, as
+    the receiver writes it into a message; unfolded, the one-line form."""
     pairs = [
         ("receiver", verdict.receiver),
         ("client-ip", verdict.client_ip),
@@ -256,4 +262,7 @@ def received_spf(verdict: SpfVerdict) -> str:
         pairs.append(("problem", verdict.problem))
     why = comment(f"{verdict.receiver}: {spf_comment(verdict)}")
     body = "; ".join(f"{key}={_kv(value)}" for key, value in pairs)
-    return f"Received-SPF: {verdict.result.value} {why} {body};"
+    line = f"Received-SPF: {verdict.result.value} {why} {body};"
+    if not fold or len(line) <= FOLD_AT:
+        return line
+    return "\r\n ".join(_fold_words(line))

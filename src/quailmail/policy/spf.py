@@ -282,7 +282,7 @@ async def at_data(client: Client, message: Message) -> Reply | None:
     verdict = client.evidence.get(EVIDENCE)
     if not isinstance(verdict, SpfVerdict):
         return None
-    field = authres.received_spf(verdict)
+    field = authres.received_spf(verdict, fold=True)
     message.add_headers.append(field.encode("utf-8", "surrogateescape") + b"\r\n")
     message.auth_results.append(authres.spf_method(verdict))
     return None
