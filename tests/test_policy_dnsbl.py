@@ -211,12 +211,13 @@ def test_rblsmtpd_variable_from_the_rules(
     script = (
         b"EHLO x\r\nAUTH PLAIN AGpvZQBzM2NyZXQ=\r\nMAIL FROM:<a@example.com>\r\n"
         b"RCPT TO:<postmaster@mx.test>\r\nDATA\r\nBDAT 3 LAST\r\nabcRSET\r\n"
-        b"MAIL FROM:<b@example.com>\r\nNOOP\r\nSTARTTLS\r\n"
+        b"VRFY joe\r\nHELP\r\nXYZZY\r\nMAIL FROM:<b@example.com>\r\nNOOP\r\nSTARTTLS\r\n"
     )
     everything = finals(talk(server.smtp, script, source="127.0.0.3"))
     refused = "451 4.7.1 Go away"
     assert [line[:3] if line != refused else line for line in everything] == [
-        "220", "250", refused, "250", refused, refused, refused, "250", "250", "250", refused,
+        "220", "250", refused, "250", refused, refused, refused, "250",
+        refused, refused, refused, "250", "250", refused,
     ], everything  # fmt: skip
 
 

@@ -39,10 +39,11 @@ over.  A lookup that fails temporarily is "not listed" (-C), or "listed,
 answers 451 even under -b, as rblsmtpd's `flagmustnotbounce`.
 
 The refusal is rblsmtpd's limited conversation: HELO, EHLO, MAIL, RSET and
-NOOP are answered as usual, and every RCPT, DATA, BDAT, AUTH and STARTTLS
-gets the 451 or 553 (text cut at 200 characters, anything outside
-printable ASCII shown as `?`) until the client quits, or for at most `-t`
-seconds (60) from the greeting; then 421 and the connection is closed.
+NOOP are answered as usual, and every RCPT, DATA, BDAT, AUTH, STARTTLS,
+VRFY, EXPN, HELP and unknown command gets the 451 or 553 (text cut at 200
+characters, anything outside printable ASCII shown as `?`) until the
+client quits, or for at most `-t` seconds (60) from the greeting; then 421
+and the connection is closed.
 """
 
 from __future__ import annotations

@@ -135,8 +135,9 @@ class Session:
         self.auth_user: str | None = None
         self.refusal: Reply | None = None
         """rblsmtpd's limited conversation: set by the driver, this reply
-        answers every RCPT, DATA and BDAT (whatever MAIL was answered) until
-        it is lifted again; the driver answers the other commands."""
+        answers every RCPT, DATA, BDAT, VRFY, EXPN, HELP and unknown command
+        (whatever MAIL was answered) until it is lifted again; the driver
+        answers the others (HELO, EHLO, MAIL, RSET, NOOP, QUIT as usual)."""
         self.injected_bytes = 0
         """Octets discarded after STARTTLS (a pipelining injection), for the log."""
 
@@ -413,7 +414,11 @@ class Session:
             self._error(replies.BAD_SEQUENCE_REJECTED)
             return
         handler = _HANDLERS.get(verb)
-        if handler is not None:
+        if self.refusal is not None and (
+            verb in _REFUSED_VERBS or (handler is None and verb not in _HTTP_VERBS)
+        ):
+            self._error(self.refusal)  # rblsmtpd and jgreylist: all but a few
+        elif handler is not None:
             handler(self, arg)
         elif verb in _HTTP_VERBS:
             self._write(replies.HTTP)
@@ -597,3 +602,5 @@ _HANDLERS = {
     "STARTTLS": Session._starttls,
     "AUTH": Session._auth,
 }
+# Under a refusal (Session.refusal), besides RCPT, DATA and BDAT.
+_REFUSED_VERBS = frozenset({"VRFY", "EXPN", "HELP"})
