@@ -78,7 +78,7 @@ def test_control_rbls_is_rblsmtpds_options() -> None:
         b"-r six.example ipv6=namespace\n"
         b"-r bad.example ipv6=sideways\n"
         b"-x what\n"
-        b"-b\n-c\n-t 30\n-t 0\n-t x\n"
+        b"-b\n-c\n-t 0\n-t 30\n-t x\n"
         b"-r late.example\n-B\n-r last.example\n\n"
     )
     # -b and -c count for the lists after them, as rblsmtpd's options do.
@@ -266,6 +266,15 @@ def test_allow_lists_error_codes_bounce_and_fail_closed(
     assert reply("127.0.0.10", "-r black.test\n") == (
         "451 4.7.1 127.0.0.10 is listed in black.test"
     )
+    # -t 0: the refusal instead of a greeting, and the connection closed.
+    rbls.write_text("-t 0\n-r black.test\n")
+    with socket.create_connection(
+        ("127.0.0.1", server.smtp), timeout=15, source_address=("127.0.0.5", 0)
+    ) as sock:
+        said = b""
+        while chunk := sock.recv(4096):  # the client says nothing
+            said += chunk
+    assert said == b"451 4.7.1 five is listed\r\n"
     # The refused conversation ends after -t seconds (rblsmtpd: 60), with a 421.
     rbls.write_text("-t 1\n-r black.test\n")
     with socket.create_connection(

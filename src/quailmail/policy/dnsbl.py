@@ -17,6 +17,8 @@ What decides, in rblsmtpd's order:
     -b                             listings answer 553 (default -B: 451)
     -c                             fail closed (default -C: fail open)
     -t 60                          the refused conversation's length, seconds
+                                   (0: the refusal instead of a greeting, then
+                                   the connection is closed, as rblsmtpd -t0)
 
 `-b`/`-B` and `-c`/`-C` count for the list lines after them, as rblsmtpd
 reads its options in order and decides at each lookup; `-t` for all.
@@ -109,10 +111,10 @@ def parse_rbls(data: bytes) -> RblConfig:
             continue
         if option.startswith("-t"):
             given = option[2:] or (words[1] if len(words) == 2 else "")
-            if given.isdigit() and int(given) > 0 and len(words) == (1 if option[2:] else 2):
+            if given.isdigit() and len(words) == (1 if option[2:] else 2):
                 timeout = float(int(given))
             else:
-                log.warning("control/rbls line %d: -t needs seconds (1 or more), line skipped",
+                log.warning("control/rbls line %d: -t needs seconds, line skipped",
                             number)  # fmt: skip
             continue
         allow = option == "-a"

@@ -290,6 +290,10 @@ class SmtpConnection(asyncio.Protocol):
             log.exception("%s: connection checks failed", self.remote_ip)
             self.refusal = Reply(451, "4.3.0", "temporary failure, try again later")
         refusal = self.refusal
+        if isinstance(refusal, Conversation) and refusal.time_limit == 0:
+            # rblsmtpd -t0: the refusal instead of a greeting, then goodbye.
+            self._refuse(refusal)
+            return
         if self.session is not None:
             self.session.refusal = refusal
         if isinstance(refusal, Conversation):
