@@ -39,10 +39,8 @@ tcp.smtp, and skipped for that.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import re
-import time
 from dataclasses import dataclass
 
 from quailmail.auth import authres
@@ -56,11 +54,12 @@ from quailmail.auth.spf import (
     SpfSyntaxError,
     SpfVerdict,
     check_mailfrom,
-    expand,
+    explain_verdict,
     local_terms,
 )
 from quailmail.auth.spf.record import parse_explanation
 from quailmail.config.control import parse_lines
+from quailmail.core.dns import Resolver
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -195,29 +194,6 @@ def _parse_spfexp(data: bytes) -> str | None:
     return qmail_spf_explanation(lines[0]) if lines and lines[0] else None
 
 
-def explain(text: str, verdict: SpfVerdict) -> str:
-    """`text` (an explain-string) expanded for a verdict, as qmail-spf
-    explains any refused result; `%{p}` is "unknown" (no DNS lookup here)."""
-    spec = parse_explanation(text)
-    local, _, domain = verdict.sender.rpartition("@")
-    address = ipaddress.ip_address(verdict.client_ip)
-    six = address.version == 6
-    values = {
-        "s": verdict.sender,
-        "l": local or "postmaster",
-        "o": domain,
-        "d": verdict.domain or domain,
-        "i": ".".join(address.packed.hex().upper()) if six else str(address),
-        "c": str(address),
-        "v": "ip6" if six else "in-addr",
-        "h": verdict.helo,
-        "r": verdict.receiver,
-        "t": str(int(time.time())),
-        "p": "unknown",
-    }
-    return expand(spec, values)
-
-
 def refused_at(result: SpfResult, level: int) -> bool:
     needed = _REFUSED_FROM.get(result)
     return needed is not None and level >= needed
@@ -227,7 +203,7 @@ def _line(text: str) -> str:
     return _UNPRINTABLE.sub(" ", text).strip()[:_MAX_REPLY_LINE]
 
 
-def refusal(verdict: SpfVerdict, spfexp: str | None = None) -> Reply:
+async def refusal(verdict: SpfVerdict, spfexp: str | None, resolver: Resolver) -> Reply:
     """qmail-spf's `550 <explanation> (#5.7.1)` (one reply line per line of
     it): a fail's explanation (the record's exp=, else `spfexp`); for the
     other refused results `spfexp` expanded, as qmail-spf gives it to every
@@ -235,7 +211,7 @@ def refusal(verdict: SpfVerdict, spfexp: str | None = None) -> Reply:
     if verdict.result is SpfResult.FAIL and verdict.explanation:
         explanation = verdict.explanation
     elif spfexp is not None:
-        explanation = explain(spfexp, verdict)
+        explanation = await explain_verdict(verdict, spfexp, resolver)
     else:
         explanation = f"SPF {verdict.result.value}: {authres.spf_comment(verdict)}"
     lines = [_line(part) for part in explanation.split("\n")]
@@ -267,7 +243,7 @@ async def at_mail(client: Client, sender: str) -> Reply | None:
         # qmail-spf's words; why (which name, which server) is in the log only.
         return Reply(451, "4.3.0", "SPF lookup failure")
     if refused_at(verdict.result, level):
-        client.evidence[_REFUSAL] = refusal(verdict, spfexp)
+        client.evidence[_REFUSAL] = await refusal(verdict, spfexp, client.resolver)
     return None
 
 

@@ -16,6 +16,7 @@ from quailmail.auth.spf.check import (
     check_host,
     check_mailfrom,
     client_address,
+    explain_verdict,
     split_sender,
 )
 from quailmail.auth.spf.evaluate import MAX_DNS_TERMS, MAX_VOID_LOOKUPS, LocalPolicy, local_terms
@@ -46,6 +47,7 @@ __all__ = [
     "check_senderid",
     "client_address",
     "expand",
+    "explain_verdict",
     "local_terms",
     "parse_macro_string",
     "parse_record",

@@ -22,6 +22,8 @@ from quailmail.auth.spf.evaluate import (
     split_sender,
     well_formed,
 )
+from quailmail.auth.spf.macro import expand
+from quailmail.auth.spf.record import parse_explanation
 from quailmail.auth.spf.result import HELO, MAILFROM, SpfResult, SpfVerdict
 from quailmail.core.clock import Clock
 from quailmail.core.dns import Resolver
@@ -144,6 +146,22 @@ async def check_mailfrom(
         time_limit=time_limit,
         local=local,
     )
+
+
+async def explain_verdict(verdict: SpfVerdict, text: str, resolver: Resolver) -> str:
+    """`text`, an explain-string (§6.2), expanded for `verdict`'s inputs as a
+    fail's explanation is, whatever the result (qmail-spf gives its `spfexp`
+    to every result it refuses).  Raises MacroError when `text` is not an
+    explain-string."""
+    spec = parse_explanation(text)
+    check = Evaluation.start(
+        resolver,
+        client_address(verdict.client_ip),
+        verdict.sender,
+        helo=verdict.helo,
+        receiver=verdict.receiver,
+    )
+    return expand(spec, await check.values(spec, verdict.domain or check.sender_domain))
 
 
 async def check_helo(
