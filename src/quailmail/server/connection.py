@@ -66,6 +66,7 @@ _PROXY_TIMEOUT = 10.0  # seconds for a trusted proxy to send its header
 # lifts it.  HELO, EHLO, MAIL, RSET, NOOP and QUIT get their usual answers,
 # as rblsmtpd and jgreylist give them.
 _REFUSED = (AuthRequest, StartTls)
+_SENDER_OK = Reply(250, "2.1.0", "sender ok")
 # jgreylist's answer at JGREYLIST_LIMIT (its words), before it hangs up.
 _TOO_MANY_RCPTS = Reply(421, "4.7.0", "Too many RCPT commands, goodbye.")
 
@@ -95,7 +96,6 @@ class SmtpConnection(asyncio.Protocol):
         self.timeout = 0.0
         self.counter: RcptCounter | None = None
         self.client: Client  # set in _start, with the rules' variables
-        self.refusal: Reply | None = None  # a connection check's answer to every command
         self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         # A refused conversation's end (Conversation.time_limit); cancelled
@@ -285,24 +285,24 @@ class SmtpConnection(asyncio.Protocol):
         if self.closed:
             return
         try:
-            self.refusal = task.result()
+            refusal = task.result()
         except Exception:  # a check's bug must not leave the client hanging
             log.exception("%s: connection checks failed", self.remote_ip)
-            self.refusal = Reply(451, "4.3.0", "temporary failure, try again later")
-        refusal = self.refusal
+            refusal = Reply(451, "4.3.0", "temporary failure, try again later")
         if isinstance(refusal, Conversation) and refusal.time_limit == 0:
             # rblsmtpd -t0: the refusal instead of a greeting, then goodbye.
             self._refuse(refusal)
             return
-        if self.session is not None:
-            self.session.refusal = refusal
+        session = self.session
+        assert session is not None  # made in _start, before the checks
+        session.refusal = refusal  # the answer to every command until QUIT
         if isinstance(refusal, Conversation):
             if refusal.time_limit is not None:
                 self.conversation_timer = self.loop.call_later(
                     refusal.time_limit, self._conversation_over, refusal
                 )
-            if refusal.rcpt_limit and self.session is not None:
-                self.session.limit_rcpt_commands(refusal.rcpt_limit, _TOO_MANY_RCPTS)
+            if refusal.rcpt_limit:
+                session.limit_rcpt_commands(refusal.rcpt_limit, _TOO_MANY_RCPTS)
         if delay > 0:
             self.loop.call_later(delay, self._greet)
         else:
@@ -407,13 +407,14 @@ class SmtpConnection(asyncio.Protocol):
     def _answer(self, event: Event) -> Reply | None:
         """The reply now, or None when a task will give it."""
         state = self.state
-        if self.refusal is not None:
+        refusal = self.session.refusal if self.session is not None else None
+        if refusal is not None:
             # rblsmtpd's way: the reason to every command that would lead to
             # a delivery, until QUIT; MAIL is taken (and nothing checked).
             if isinstance(event, MailFrom):
-                return Reply(250, "2.1.0", "sender ok")
-            if isinstance(event, _REFUSED) and not isinstance(self.refusal, UntilAuth):
-                return self.refusal
+                return _SENDER_OK
+            if isinstance(event, _REFUSED) and not isinstance(refusal, UntilAuth):
+                return refusal
         if isinstance(event, RcptTo):
             return self._rcpt(event)
         if isinstance(event, MailFrom):
@@ -426,7 +427,7 @@ class SmtpConnection(asyncio.Protocol):
             if pipeline.MAIL:
                 self._wait_for(self._mail_checks(self.sender))
                 return None
-            return Reply(250, "2.1.0", "sender ok")
+            return _SENDER_OK
         if isinstance(event, DataReady):
             return Reply(354, None, "go ahead, end with <CRLF>.<CRLF>")
         if isinstance(event, MessageReceived):
@@ -496,7 +497,7 @@ class SmtpConnection(asyncio.Protocol):
         if refused is not None:
             self._end_transaction()
             return refused
-        return Reply(250, "2.1.0", "sender ok")
+        return _SENDER_OK
 
     def _end_transaction(self) -> None:
         if self.sender_set:
@@ -588,11 +589,9 @@ class SmtpConnection(asyncio.Protocol):
         )
         if not result:
             log.info("%s: AUTH %s failed for %r", self.remote_ip, event.mechanism, event.username)
-        elif isinstance(self.refusal, UntilAuth):
-            self.refusal = None  # an authenticated client is never greylisted
-            if self.session is not None:
-                self.session.refusal = None
-                self.session.limit_rcpt_commands(0)
+        elif self.session is not None and isinstance(self.session.refusal, UntilAuth):
+            self.session.refusal = None  # an authenticated client is never greylisted
+            self.session.limit_rcpt_commands(0)
         return result.reply
 
     async def _start_tls(self) -> None:
@@ -649,7 +648,7 @@ class SmtpConnection(asyncio.Protocol):
     def _conversation_over(self, refusal: Conversation) -> None:
         """The refused conversation lasted its `time_limit` (jgreylist's
         JGREYLIST_TIMEOUT): 421 and close, unless AUTH lifted the refusal."""
-        if self.closed or self.session is None or self.refusal is not refusal:
+        if self.closed or self.session is None or self.session.refusal is not refusal:
             return
         log.info("%s: refused conversation timed out after %.0f s", self.remote_ip,
                  refusal.time_limit or 0)  # fmt: skip

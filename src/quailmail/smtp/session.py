@@ -478,9 +478,7 @@ class Session:
 
     def _data(self, arg: str) -> None:
         txn = self._txn
-        if self.refusal is not None:
-            self._error(self.refusal)
-        elif arg.strip():
+        if arg.strip():
             self._error(replies.SYNTAX_NOARGS)
         elif txn is None:
             self._error(replies.NEED_MAIL_DATA)
@@ -602,5 +600,6 @@ _HANDLERS = {
     "STARTTLS": Session._starttls,
     "AUTH": Session._auth,
 }
-# Under a refusal (Session.refusal), besides RCPT, DATA and BDAT.
-_REFUSED_VERBS = frozenset({"VRFY", "EXPN", "HELP"})
+# Refused whole under a refusal (Session.refusal); RCPT is refused once
+# counted (JGREYLIST_LIMIT), BDAT once its chunk is read.
+_REFUSED_VERBS = frozenset({"DATA", "VRFY", "EXPN", "HELP"})
