@@ -404,8 +404,3 @@ def names_hosts(cdb: Cdb | None, cdb_path: Path) -> bool:
         hit = (cdb, any(key.startswith(b"=") or b"@=" in key for key, _ in cdb.items()))
         _names[name] = hit
     return hit[1]
-
-
-def wants_hostname(cdb_path: Path) -> bool:
-    """`names_hosts` of the rules file as it is now (False when there is none)."""
-    return names_hosts(load_rules(cdb_path), cdb_path)

@@ -110,9 +110,9 @@ def parse_rbls(data: bytes) -> RblConfig:
             fail_closed = option == "-c" if option in ("-c", "-C") else fail_closed
             continue
         if option.startswith("-t"):
-            given = option[2:] or (words[1] if len(words) == 2 else "")
-            if given.isdigit() and len(words) == (1 if option[2:] else 2):
-                timeout = float(int(given))
+            given = " ".join([option[2:], *words[1:]]).strip()  # `-t 30` or `-t30`
+            if given.isdigit():
+                timeout = float(given)
             else:
                 log.warning("control/rbls line %d: -t needs seconds, line skipped",
                             number)  # fmt: skip

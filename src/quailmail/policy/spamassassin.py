@@ -133,12 +133,10 @@ def _spam_field(field: bytes) -> bool:
 def _parse_reject(data: bytes) -> float | None:
     """control/spamreject: a finite score; anything else is ignored, said
     once per version of the file."""
-    text = parse_value(data)
-    if text is None or not text.strip():
-        return None
+    text = parse_value(data).strip()
     value = _float(text)
-    if value is None or not math.isfinite(value):
-        log.warning("control/spamreject ignored: %r is not a score", text.strip()[:40])
+    if text and (value is None or not math.isfinite(value)):
+        log.warning("control/spamreject ignored: %r is not a score", text[:40])
         return None
     return value
 
