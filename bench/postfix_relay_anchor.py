@@ -66,6 +66,7 @@ from smtp_accept import (
     BenchError,
     cpu_seconds,
     free_port,
+    master_pid,
     raise_fd_limit,
     stop_postfix,
     tail,
@@ -343,7 +344,7 @@ class Postfix:
             wait_greeting(self.port)
         except BenchError as exc:
             raise BenchError(f"{exc}; maillog:\n{tail(self.dir / 'maillog')}") from None
-        self.master_pid = int((self.dir / "spool" / "pid" / "master.pid").read_text().split()[0])
+        self.master_pid = master_pid(self.dir)
         got = subprocess.run(
             [program("postconf"), "-c", str(self.dir / "conf"), "-h", "mail_version"],
             capture_output=True, text=True, check=False,

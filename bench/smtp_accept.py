@@ -270,21 +270,26 @@ postlog   unix-dgram n - n - 1 postlogd
 """
 
 
+def master_pid(directory: Path) -> int:
+    """The pid of the Postfix master of the instance in `directory`
+    (OSError, ValueError or IndexError while it has written none)."""
+    return int((directory / "spool" / "pid" / "master.pid").read_text().split()[0])
+
+
 def stop_postfix(postfix: Callable[..., object], directory: Path) -> None:
     """`postfix stop` for the instance in `directory`, then wait for its
     master to exit (the command returns before it does); after 10 s its
     process group is killed."""
-    pid_file = directory / "spool" / "pid" / "master.pid"
     postfix("stop")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.kill(int(pid_file.read_text().split()[0]), 0)
+            os.kill(master_pid(directory), 0)
         except (OSError, ValueError, IndexError):
             return
         time.sleep(0.05)
     with contextlib.suppress(OSError, ValueError, IndexError):
-        os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        os.killpg(master_pid(directory), signal.SIGKILL)
 
 
 class Postfix:

@@ -102,7 +102,7 @@ from quailmail.auth.dkim import sign_dkim
 from quailmail.auth.message import parse_message
 from quailmail.dns.zone import Zone
 from quailmail.dns.zoneserver import ZoneServer
-from smtp_accept import BenchError, Postfix, Quail, cpu_seconds, free_port, tail
+from smtp_accept import BenchError, Postfix, Quail, cpu_seconds, free_port, master_pid, tail
 
 NAME = "smtp_policy"
 DOMAIN = "bench.test"
@@ -396,9 +396,8 @@ class PostfixOpenDkim:
 
     def pids(self) -> list[int]:
         """Postfix's master (its daemons are its descendants) and OpenDKIM."""
-        master = (self.postfix.dir / "spool" / "pid" / "master.pid").read_text().split()[0]
         assert self.milter.proc is not None
-        return [int(master), self.milter.proc.pid]
+        return [master_pid(self.postfix.dir), self.milter.proc.pid]
 
     def stop(self) -> None:
         self.postfix.stop()
