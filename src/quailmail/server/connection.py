@@ -87,6 +87,7 @@ class SmtpConnection(asyncio.Protocol):
         self.eof_pending = False
         self.greeting_held = False  # GREETDELAY or the connection checks running
         self.greet_delay = 0.0  # GREETDELAY: talking before the greeting is then refused
+        self.greeting: str | None = None  # control/smtpgreeting, read per connection
         self.busy = False  # a queue write or password check under way
         self.closed = False
         self.counted = False
@@ -238,8 +239,11 @@ class SmtpConnection(asyncio.Protocol):
         self.counter = RcptCounter.from_env(env)
         # AUTH without TLS only where config.auth allows it (authloopback).
         loopback_auth = may_offer_auth(state.root, tls=False, client_ip=ip)
+        # qmail-smtpd's smtp_greet: control/smtpgreeting names us in the 220,
+        # HELO's and EHLO's 250 and the 221 (Received keeps control/me).
+        self.greeting = state.greeting()
         config = SessionConfig(
-            state.hostname,
+            self.greeting or state.hostname,
             max_message_size=state.databytes(),
             timeout=float(state.timeout()),
             tls_available=state.tls is not None and not self.tls_active,
@@ -434,8 +438,10 @@ class SmtpConnection(asyncio.Protocol):
             self._wait_for(self._queue(event))
             return None
         if isinstance(event, Helo):
-            return Reply(250, None, state.hostname)
+            return Reply(250, None, self.greeting or state.hostname)
         if isinstance(event, Connected):
+            if self.greeting:
+                return Reply(220, None, f"{self.greeting} ESMTP")
             return Reply(220, None, f"{state.hostname} ESMTP quailmail")
         if isinstance(event, AuthRequest):
             self._wait_for(self._auth(event))

@@ -41,3 +41,8 @@ class ServerState:
 
     def timeout(self) -> int:
         return self.control.int_value("timeoutsmtpd", DEFAULT_TIMEOUT)
+
+    def greeting(self) -> str | None:
+        """``control/smtpgreeting`` (qmail-smtpd's ``smtp_greet``: the text of
+        the 220, of HELO's and EHLO's 250 and of the 221), or None when absent."""
+        return self.control.value("smtpgreeting") or None
