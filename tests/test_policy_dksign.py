@@ -140,8 +140,17 @@ def test_percent_without_a_key_file_accepts_unsigned(setup: Setup) -> None:
     assert send(server, "192.0.2.1", "nokey", sender="joe@nokey.test").accepted
     assert send(server, "192.0.2.4", "dkverify set").accepted
     assert send(server, "192.0.2.6", "not relay", recipient="postmaster@mx.test").accepted
+    # A From: domain too long for a file name has no key either (it was a
+    # traceback and 451 when the lookup's OSError escaped), with DKSIGN's
+    # `%` and with qmail-dk's default.
+    long_from = "joe@" + "a" * 250 + ".example"
+    for client_ip, subject in (("192.0.2.1", "long"), ("192.0.2.3", "long default")):
+        with proxied(server.smtp, client_ip) as client:
+            out = transaction(client, "joe@signer.test", [RCPT], message(subject, long_from))
+        assert out.accepted, out
+    assert "Traceback" not in server.log_path.read_text()
     messages = by_subject(queued(server.root))
-    for subject in ("nokey", "dkverify set", "not relay"):
+    for subject in ("nokey", "dkverify set", "not relay", "long", "long default"):
         assert fields(messages[subject], b"DKIM-Signature") == [], subject
         assert fields(messages[subject], b"DomainKey-Signature") == [], subject
 

@@ -95,6 +95,8 @@ def test_control_rbls_is_rblsmtpds_options() -> None:
     )
     assert dnsbl.parse_rbls(b"-b\n-B\n-c\n-C\n") == RblConfig()
     assert dnsbl.parse_rbls(b"-t5\n").timeout == 5.0
+    # Digits to str.isdigit() that float() does not take: a bad line, skipped.
+    assert dnsbl.parse_rbls("-t \u00b2\n-r x.test\n".encode()) == RblConfig((DnsList("x.test"),))
     assert RblConfig().timeout == 60.0  # rblsmtpd's default
 
 

@@ -21,7 +21,7 @@ from quailmail.dns.zoneserver import ZoneServer
 from quailmail.policy import greylist
 from quailmail.policy.greylist import Verdict, decide, getenv_int
 from quailmail.policy.greylist.files import FileStore
-from quailmail.policy.greylist.store import Visit, client_key
+from quailmail.policy.greylist.store import StoreError, Visit, client_key
 
 from policyfixtures import SESSION, finals, talk, v1_header, write_rules
 from serverfixtures import QUAIL, Running, free_port
@@ -58,8 +58,12 @@ def test_hold_time_as_jgreylist_counts_it() -> None:
 
 @pytest.mark.parametrize(
     ("value", "number"),
-    [(None, 120), ("", 120), ("5", 5), (" 7s", 7), ("x", 0), ("-3", -3), ("+4", 4)],
-)
+    [
+        (None, 120), ("", 120), ("5", 5), (" 7s", 7), ("x", 0), ("-3", -3), ("+4", 4),
+        # Past int()'s 4300 digits (and C's overflow): very large, not a traceback.
+        ("9" * 5000, 10**18), ("-" + "9" * 5000, -(10**18)), ("0" * 5000 + "7", 7),
+    ],
+)  # fmt: skip
 def test_numbers_are_read_with_atoi(value: str | None, number: int) -> None:
     env = {} if value is None else {"JGREYLIST_HOLDTIME": value}
     assert getenv_int(env, "JGREYLIST_HOLDTIME", 120) == number
@@ -81,6 +85,24 @@ def test_file_store_keeps_first_seen_in_mtime_and_last_seen_in_atime(tmp_path: P
     # JGREYLIST_BY_IP switched on: the /24 file gives way to a directory.
     assert asyncio.run(store.visit(client_key("192.0.2.1", by_ip=True))).first_seen is None
     assert (path / "001").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("x" * 300, "File name too long"),
+        ("a\0b", "embedded null byte"),
+        ("missing", "does not exist"),
+        ("file", "is not a directory"),
+    ],
+)
+def test_an_unusable_directory_is_a_store_error(tmp_path: Path, name: str, reason: str) -> None:
+    """What the store answers with 451 and one log line (a name too long or
+    with a NUL was a traceback)."""
+    (tmp_path / "file").touch()
+    store = FileStore(tmp_path / name)
+    with pytest.raises(StoreError, match=reason):
+        asyncio.run(store.visit(client_key("192.0.2.1", by_ip=False)))
 
 
 # -- end to end ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from quailmail.dns.resolver import DnsResolver
 from quailmail.dns.zone import Fault
 from quailmail.dns.zoneserver import ZoneServer
 from quailmail.policy.base import Client
-from quailmail.policy.spf import local_policy, qmail_spf_explanation
+from quailmail.policy.spf import local_policy, parse_level, qmail_spf_explanation
 
 from policysmtp import (
     by_subject,
@@ -54,6 +54,19 @@ REFUSED = {
     5: {"fail", "softfail", "neutral"},
     6: {"fail", "softfail", "neutral", "none", "permerror"},
 }
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        (None, 0), ("", 0), ("3", 3), (" 4\n", 4), ("3x", 3), ("x3", 0), ("-3", 0),
+        ("99", 6), ("0" * 5000 + "2", 2),
+        ("9" * 5000, 6),  # past int()'s 4300 digits: above 6, not a traceback
+        ("\u0663", 0),  # scan_ulong reads ASCII digits only
+    ],
+)  # fmt: skip
+def test_spfbehavior_is_read_as_qmail_reads_it(text: str | None, level: int) -> None:
+    assert parse_level(text) == level
 
 
 def publish(server: ZoneServer) -> None:

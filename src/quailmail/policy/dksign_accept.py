@@ -82,7 +82,7 @@ async def at_data(client: Client, message: Message) -> Reply | None:
             log.info("%s: DKSIGN: no usable Sender:/From: domain; not signed", client.ip)
             return None
         path = client.root / template.replace("%", domain)
-        if not path.exists():
+        if not os.path.exists(path):  # False, not OSError, for a name too long
             log.info("%s: DKSIGN: no key %s; not signed", client.ip, path)
             return None
     else:

@@ -111,7 +111,7 @@ def parse_rbls(data: bytes) -> RblConfig:
             continue
         if option.startswith("-t"):
             given = " ".join([option[2:], *words[1:]]).strip()  # `-t 30` or `-t30`
-            if given.isdigit():
+            if given.isascii() and given.isdigit():  # '²' is a digit to isdigit()
                 timeout = float(given)
             else:
                 log.warning("control/rbls line %d: -t needs seconds, line skipped",

@@ -75,7 +75,7 @@ _REFUSED_FROM: dict[SpfResult, int] = {
     SpfResult.NONE: 6,
     SpfResult.PERMERROR: 6,
 }
-_LEADING_NUMBER = re.compile(r"\s*(\d+)")
+_LEADING_NUMBER = re.compile(r"\s*([0-9]+)")  # scan_ulong: ASCII digits
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _MAX_REPLY_LINE = 400
 
@@ -93,7 +93,10 @@ def parse_level(text: str | None) -> int:
     if text is None:
         return 0
     match = _LEADING_NUMBER.match(text)
-    return min(int(match.group(1)), MAX_LEVEL) if match else 0
+    if not match:
+        return 0
+    digits = match.group(1).lstrip("0") or "0"  # int() refuses 4300 digits and more
+    return MAX_LEVEL if len(digits) > 1 else min(int(digits), MAX_LEVEL)
 
 
 def behavior(client: Client) -> int:

@@ -73,6 +73,8 @@ GREY2 = "I said to try later."  # … and within the hold time
 TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300  # JGREYLIST_TIMEOUT, jgreylist's range
 KNOWN_FOR = 60.0  # seconds a passed key is decided from memory
 _KNOWN_MAX = 65536  # remembered keys per process; the memory starts over past it
+_ATOI_DIGITS = 18  # longer numbers are read as _ATOI_MAX (C's atoi overflows)
+_ATOI_MAX = 10**18
 
 # (store, key) → (first sighting, when remembered, monotonic): passed keys.
 _known: dict[tuple[Store, Key], tuple[float, float]] = {}
@@ -107,7 +109,12 @@ def getenv_int(env: dict[str, str], name: str, default: int) -> int:
         if not ch.isascii() or not ch.isdigit():
             break
         digits += ch
-    return sign * int(digits) if digits else 0
+    if not digits:
+        return 0
+    # C's atoi overflows on a number this long; Python's int() refuses
+    # more than 4300 digits.  Either way it is "very large": saturate.
+    digits = digits.lstrip("0") or "0"
+    return sign * (int(digits) if len(digits) <= _ATOI_DIGITS else _ATOI_MAX)
 
 
 def store_from(client: Client) -> Store | None:

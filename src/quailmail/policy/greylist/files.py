@@ -60,18 +60,22 @@ class FileStore:
                 st = os.stat(path)  # another worker created it first
             # jgreylist's file_touch: atime = now, mtime kept.
             os.utime(path, ns=(int(now * 1e9), st.st_mtime_ns))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
             self._check_directory()
-            raise StoreError(f"{path}: {exc.strerror or exc}") from None
+            raise StoreError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
         return Visit(st.st_mtime, now)
 
     def _check_directory(self) -> None:
         """StoreError with jgreylist's reason when the directory is unusable."""
-        if self.directory.is_dir():
-            return
-        if self.directory.exists():
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            raise StoreError(f"greylist directory {self.directory} does not exist") from None
+        except (OSError, ValueError) as exc:  # too long, a loop, a NUL, no permission
+            reason = getattr(exc, "strerror", None) or exc
+            raise StoreError(f"greylist directory {self.directory}: {reason}") from None
+        if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"greylist directory {self.directory} is not a directory")
-        raise StoreError(f"greylist directory {self.directory} does not exist")
 
     def _unpatched_first_seen(self, key: Key) -> float | None:
         """The mtime of the unpatched jgreylist's entry for an IPv4 key, if any."""
