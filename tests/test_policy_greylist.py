@@ -433,6 +433,28 @@ def test_clean_deletes_what_was_not_seen_for_days(tmp_path: Path) -> None:
     assert nowhere.stderr.startswith("quail greylist: ") and "not a directory" in nowhere.stderr
 
 
+def test_clean_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    """A greylistdir that cannot be read, or a number of days that is not
+    one: one line and an exit code (they were a traceback, or 'removed 0
+    entries not seen for nan days')."""
+    root = tmp_path / "root"
+    (root / "control" / "greylistdir").mkdir(parents=True)  # a directory, not a file
+    (tmp_path / "grey").mkdir()
+
+    def clean(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [QUAIL, "greylist", "clean", *args], check=False, capture_output=True, text=True
+        )
+
+    unreadable = clean("--root", str(root))
+    assert unreadable.returncode == 111
+    assert unreadable.stderr == f"quail greylist: {root}/control/greylistdir: Is a directory\n"
+    for days in ("nan", "-1"):
+        bad = clean("--older-than", days, "--dir", str(tmp_path / "grey"))
+        assert bad.returncode == 2, days
+        assert bad.stderr.startswith("quail greylist: --older-than must be") and not bad.stdout
+
+
 # -- the Redis store: two nodes, one greylist ------------------------------------------
 
 

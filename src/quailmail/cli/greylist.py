@@ -61,7 +61,10 @@ def _directory(args: argparse.Namespace) -> Path:
     root: Path | None = args.root
     if root is None:
         raise CliError("no greylist directory: give --dir DIR, or --root with control/greylistdir")
-    named = control_for(root).value("greylistdir")
+    try:
+        named = control_for(root).value("greylistdir")
+    except OSError as exc:  # a directory, unreadable, a symlink loop
+        raise CliError(f"{root}/control/greylistdir: {exc.strerror or exc}", 111) from None
     if not named:
         raise CliError(f"{root}/control/greylistdir is missing or empty: give --dir DIR")
     return root / named
@@ -69,8 +72,8 @@ def _directory(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     days: float = args.older_than
-    if days < 0:
-        raise CliError("--older-than must not be negative")
+    if not days >= 0:  # nan too: it compares with nothing, and nothing was removed
+        raise CliError("--older-than must be a number of days, not negative")
     directory = _directory(args)
     if not directory.is_dir():
         raise CliError(f"{directory} is not a directory")
