@@ -21,6 +21,7 @@ from peers.dkimpy_peer import dkimpy_sign
 from policysmtp import (
     by_subject,
     compile_rules,
+    fields,
     proxied,
     queued,
     results_without_dmarc,
@@ -168,10 +169,31 @@ def test_every_letter_class(server: Running, keys: Keys) -> None:
             dk_word, dkim_word = WORDS[kind]
             assert results[0].startswith(f"mx.test; domainkeys={dk_word} ".encode()), results
             assert f"; dkim={dkim_word} ".encode() in results[0], results
+    # qmail-dk's form (no comma; "" too) adds qmail-dk's DomainKey-Status: field, its
+    # "message tag" padded to 12 characters; Brandon's form does not.
+    tags = {"good": b"good        ", "badbody": b"bad         ", "unsigned": b"no signature",
+            "flaky": b"no key      ", "peer": b"no signature"}  # fmt: skip
+    for client_ip in CLIENTS:
+        for kind in KINDS:
+            message = messages.get(f"{client_ip} {kind}")
+            if message is None:
+                continue
+            status = [raw for raw in _raw_fields(message, b"DomainKey-Status")]
+            if client_ip in ("192.0.2.6", "192.0.2.7", "192.0.2.8"):  # no comma
+                assert status == [b"DomainKey-Status: " + tags[kind]], (client_ip, kind, status)
+            else:
+                assert status == [] and fields(message, b"DomainKey-Status") == [], client_ip
     good = results_without_dmarc(messages["192.0.2.6 good"])[0].decode()
     # the seeds' form, with the signature's properties (RFC 8601, RFC 6008)
     assert good.startswith(f"mx.test; domainkeys=pass (ok) header.d={DOMAIN} header.s=default")
     assert f"; dkim=pass (ok) header.d={DOMAIN} header.s=default header.b=" in good
+
+
+def _raw_fields(message: bytes, name: bytes) -> list[bytes]:
+    """The header's `name` fields as written (trailing blanks kept)."""
+    header = message.split(b"\r\n\r\n", 1)[0]
+    prefix = name.lower() + b":"
+    return [line for line in header.split(b"\r\n") if line.lower().startswith(prefix)]
 
 
 def test_auth_unset_dkverify(server: Running, keys: Keys) -> None:

@@ -140,5 +140,8 @@ def test_everyone_else_gets_dkverify_degijkfh(seed: Seed) -> None:
     assert bad_ar.startswith(b"mx.test; domainkeys=fail") and b"; dkim=fail" in bad_ar
     (none_ar,) = fields(messages["none"], b"Authentication-Results")
     assert none_ar.startswith(b"mx.test; domainkeys=none") and b"; dkim=none" in none_ar
+    # and qmail-dk's own field, its "message tag" (the seed's table)
+    for subject, tag in (("good", b"good"), ("bad", b"bad"), ("none", b"no signature")):
+        assert fields(messages[subject], b"DomainKey-Status") == [tag], subject
     # DKSIGN is on this line too, but without RELAYCLIENT qmail-dk verifies, not signs
     assert fields(messages["none"], b"DKIM-Signature") == []

@@ -21,7 +21,12 @@ a deferral, and DomainKeys is named first.  The text names the status:
 
 Results go to `Message.evidence` ("dkim": DkimResult, "domainkeys":
 DomainKeysResult, as `auth` returns them) and to Authentication-Results
-(`domainkeys=… ; dkim=…` per signature, the seeds' order).
+(`domainkeys=… ; dkim=…` per signature, the seeds' order).  With qmail-dk's
+form, the message also gets the `DomainKey-Status:` field qmail-dk 0.54
+writes on top of every message it verified: the "message tag" column of
+the seeds' table (002_*), padded to 12 characters as qmail-dk pads it
+(`DomainKey-Status: good        `), so a migrated site's SpamAssassin or
+maildrop rules keyed on it keep matching.
 """
 
 from __future__ import annotations
@@ -128,6 +133,11 @@ def decide(letters: Letters, dk: DomainKeysResult, dkim: DkimResult) -> Reply | 
     return asked[0].reply if asked else None
 
 
+def domainkey_status(dk: DomainKeysResult) -> bytes:
+    """qmail-dk's `DomainKey-Status:` field for DK's status (CRLF-ended)."""
+    return f"DomainKey-Status: {dk.status.status_text:<12}\r\n".encode("ascii")
+
+
 def dkverify_value(client: Client) -> str | None:
     """DKVERIFY as this session sees it, or None when not to verify."""
     env = session_env(client)
@@ -156,4 +166,7 @@ async def at_data(client: Client, message: Message) -> Reply | None:
         client.ip, dk.status.letter, dk.result.value, dkim.status.letter, dkim.result.value,
         message.sender,
     )  # fmt: skip
-    return decide(Letters.parse(value), dk, dkim)
+    letters = Letters.parse(value)
+    if letters.dkim is None:  # qmail-dk's form: its header too
+        message.add_headers.append(domainkey_status(dk))
+    return decide(letters, dk, dkim)
