@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from quailmail.config.control import control_for
+from quailmail.config.control import FileReadError, control_for
 
 
 class CliError(Exception):
@@ -29,6 +29,9 @@ def handle(args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"quail {args.command}: {exc}", file=sys.stderr)
         return exc.code
+    except FileReadError as exc:  # a control file there but unreadable
+        print(f"quail {args.command}: {exc}", file=sys.stderr)
+        return 111
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

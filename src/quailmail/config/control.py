@@ -42,6 +42,18 @@ def _key(st: os.stat_result) -> _Key:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+class FileReadError(OSError):
+    """A file that is there but cannot be read (a directory, no permission,
+    a symlink loop): the caller's temporary failure, said in one line."""
+
+    def __str__(self) -> str:
+        return f"cannot read {self.filename}: {self.strerror}"
+
+
+def _unreadable(exc: OSError, path: str) -> FileReadError:
+    return FileReadError(exc.errno, exc.strerror or str(exc), path)
+
+
 class FileCache:
     """Parsed files kept by (path, parser) under the file's stat key."""
 
@@ -52,8 +64,9 @@ class FileCache:
     def get(self, path: Path | str, parse: Callable[[bytes], T], default: T) -> T:
         """`parse(content)` of the file at `path`, or `default` when it is missing.
 
-        Other errors (permissions, a directory) propagate: a control file we
-        cannot read is a temporary failure of the caller, never "empty".
+        Other errors (permissions, a directory) raise `FileReadError`: a
+        control file we cannot read is a temporary failure of the caller,
+        never "empty".
         """
         spath = path if isinstance(path, str) else os.fspath(path)
         slot = (spath, parse)
@@ -63,6 +76,8 @@ class FileCache:
             return default
         except NotADirectoryError:
             return default
+        except OSError as exc:  # a symlink loop, a name too long, no permission
+            raise _unreadable(exc, spath) from None
         with self._lock:
             hit = self._entries.get(slot)
         if hit is not None and hit[0] == _key(st):
@@ -71,6 +86,8 @@ class FileCache:
             fd = os.open(spath, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return default
+        except OSError as exc:
+            raise _unreadable(exc, spath) from None
         try:
             # The key of what we read, not of what we stat'ed: a rename between
             # the two is then caught by the next call.
@@ -78,6 +95,8 @@ class FileCache:
             chunks = []
             while chunk := os.read(fd, 1 << 16):
                 chunks.append(chunk)
+        except OSError as exc:  # EISDIR: a directory opens, but does not read
+            raise _unreadable(exc, spath) from None
         finally:
             os.close(fd)
         value = parse(b"".join(chunks))

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from quailmail.config.auth import authenticate, checkpassword_command, may_offer_auth
 from quailmail.config.cdb import Cdb
+from quailmail.config.control import FileReadError
 from quailmail.config.recipients import RcptCounter, decide_recipient
 from quailmail.config.tcprules import load_rules, match_rules, names_hosts
 from quailmail.core.reply import Reply
@@ -290,6 +291,9 @@ class SmtpConnection(asyncio.Protocol):
             return
         try:
             refusal = task.result()
+        except FileReadError as exc:  # said in one line: the admin's to mend
+            log.error("%s: connection checks failed: %s", self.remote_ip, exc)
+            refusal = Reply(451, "4.3.0", "temporary failure, try again later")
         except Exception:  # a check's bug must not leave the client hanging
             log.exception("%s: connection checks failed", self.remote_ip)
             refusal = Reply(451, "4.3.0", "temporary failure, try again later")
@@ -527,6 +531,9 @@ class SmtpConnection(asyncio.Protocol):
             return
         try:
             reply = task.result()
+        except FileReadError as exc:  # a control file we cannot read: one line
+            log.error("%s: %s", self.remote_ip, exc)
+            reply = Reply(451, "4.3.0", "temporary failure, try again later")
         except Exception:  # never let a bug kill the loop: answer 451 and log it
             log.exception("%s: internal error", self.remote_ip)
             reply = Reply(451, "4.3.0", "internal error, try again later")
