@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quailmail.config.control import Control, FileCache, parse_lines, parse_value
+from quailmail.config.control import Control, FileCache, FileReadError, parse_lines, parse_value
 
 
 @pytest.fixture
@@ -45,6 +45,28 @@ def test_int_value_and_flag(root: Path) -> None:
     assert c.flag("on")
     assert not c.flag("off")
     assert not c.flag("missing")
+
+
+def test_numbers_are_read_as_control_readint_reads_them(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(root, "databytes", "2000 # bytes\n")  # the digits it starts with
+    write(root, "timeoutsmtpd", "-5\n")  # no digit first: the default
+    write(root, "queuelifetime", "9" * 5000 + "\n")  # saturates, no traceback
+    write(root, "zero", "0\n")
+    c = Control(root)
+    with caplog.at_level("WARNING", logger="quailmail.control"):
+        assert c.int_value("databytes", 0) == 2000
+        for _ in range(3):
+            assert c.int_value("timeoutsmtpd", 1200) == 1200
+        assert c.int_value("queuelifetime", 1) == 10**19
+        assert c.int_value("zero", 1200) == 0
+        assert c.int_value("zero", 1200, minimum=1) == 1200
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [  # once per version of each file
+        "control/timeoutsmtpd: '-5' is not a number; the default is used",
+        "control/zero: 0 is below 1; the default is used",
+    ]
 
 
 def test_lists_skip_comments_and_blanks() -> None:
@@ -165,5 +187,5 @@ def test_cache_parses_once(tmp_path: Path) -> None:
 def test_unreadable_file_is_an_error_not_empty(tmp_path: Path) -> None:
     (tmp_path / "control").mkdir()
     (tmp_path / "control" / "rcpthosts").mkdir()  # a directory: cannot be read
-    with pytest.raises(OSError):
+    with pytest.raises(FileReadError, match=r"cannot read .*/rcpthosts: Is a directory"):
         Control(tmp_path).rcpthosts_match("example.com")

@@ -176,6 +176,21 @@ def test_oversized_message_is_refused(server_factory: Callable[..., Running]) ->
         assert client.sendmail("a@example.com", ["postmaster@mx.test"], MESSAGE % (1, 1)) == {}
 
 
+def test_databytes_from_the_rules_wins(server_factory: Callable[..., Running]) -> None:
+    def setup(root: Path) -> None:
+        (root / "control" / "databytes").write_text("2000\n")
+        _compile_rules(root, '127.0.0.1:allow,RELAYCLIENT="",DATABYTES="100"\n')
+
+    server = server_factory(setup)
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.ehlo("big.example")
+        assert client.esmtp_features["size"] == "100"  # qmail-smtpd: DATABYTES
+        client.mail("a@example.com")
+        client.rcpt("postmaster@mx.test")
+        code, text = client.data(b"x" * 500 + b"\r\n")
+        assert (code, text[:5]) == (552, b"5.3.4")
+
+
 def test_full_disk_answers_451_and_keeps_nothing_half_written(
     server_factory: Callable[..., Running],
 ) -> None:

@@ -25,13 +25,18 @@ replacement by rename) is seen at the next call without a restart.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("quailmail.control")
 
 # (st_dev, st_ino, st_mtime_ns, st_size): a rewrite in place changes mtime or
 # size, a replacement by rename changes the inode.
@@ -145,6 +150,33 @@ def parse_mapping(data: bytes) -> Mapping[str, str]:
     return out
 
 
+_LEADING_DIGITS = re.compile(r"[0-9]+")  # scan_ulong: ASCII digits only
+_ULONG_DIGITS = 19  # longer numbers saturate, as an overflowing scan_ulong wraps
+
+
+@functools.cache
+def _number_parser(name: str, minimum: int) -> Callable[[bytes], int | None]:
+    """qmail's `control_readint` for control/NAME: the digits the first line
+    starts with; None (the caller's default) when it starts with none, or
+    the number is below `minimum`.  Said in the log once per version of the
+    file (the parse runs once per version)."""
+
+    def parse(data: bytes) -> int | None:
+        text = parse_value(data).strip()
+        match = _LEADING_DIGITS.match(text)
+        if match is None:
+            log.warning("control/%s: %r is not a number; the default is used", name, text[:40])
+            return None
+        digits = match.group().lstrip("0") or "0"
+        number = int(digits) if len(digits) <= _ULONG_DIGITS else 10**_ULONG_DIGITS
+        if number < minimum:
+            log.warning("control/%s: %d is below %d; the default is used", name, number, minimum)
+            return None
+        return number
+
+    return parse
+
+
 def domain_suffixes(domain: str) -> list[str]:
     """`a.b.c` → `.b.c`, `.c`: the wildcard keys of `rcpthosts` and `virtualdomains`."""
     return [domain[i:] for i, ch in enumerate(domain) if ch == "." and i > 0]
@@ -172,15 +204,13 @@ class Control:
         """A one-value file's value (`control_rldef`)."""
         return self._cache.get(self._file(name), parse_value, default)
 
-    def int_value(self, name: str, default: int) -> int:
-        """A number file (`databytes`, …); a value that is not a number is the default."""
-        text = self.value(name)
-        if text is None:
-            return default
-        try:
-            return int(text.strip())
-        except ValueError:
-            return default
+    def int_value(self, name: str, default: int, minimum: int = 0) -> int:
+        """A number file (`databytes`, …) read as qmail's `control_readint`
+        reads it: the digits its first line starts with (`100 bytes` is 100).
+        Missing, not starting with a digit (`-5`, `abc`), or below `minimum`:
+        the default, and a warning in the log once per version of the file."""
+        number = self._cache.get(self._file(name), _number_parser(name, minimum), None)
+        return default if number is None else number
 
     def flag(self, name: str) -> bool:
         """A yes/no file: present with a first line other than `0` (or empty) is yes."""

@@ -245,7 +245,7 @@ class SmtpConnection(asyncio.Protocol):
         self.greeting = state.greeting()
         config = SessionConfig(
             self.greeting or state.hostname,
-            max_message_size=state.databytes(),
+            max_message_size=state.databytes(env),
             timeout=float(state.timeout()),
             tls_available=state.tls is not None and not self.tls_active,
             auth_mechanisms=("PLAIN", "LOGIN"),

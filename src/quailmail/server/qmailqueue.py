@@ -76,7 +76,7 @@ def message_bytes(message: Message) -> bytes:
 async def run(client: Client, message: Message) -> Reply:
     """Run `QMAILQUEUE` for `message`; its exit code answers the DATA."""
     program = client.env["QMAILQUEUE"]
-    timeout = float(client.control.int_value("timeoutsmtpd", 1200))
+    timeout = float(client.control.int_value("timeoutsmtpd", 1200, minimum=1))
     envelope = encode_envelope(message.sender, message.recipients)
     data = message_bytes(message)
     env = environment(client)

@@ -3,7 +3,9 @@ the queue, the TLS context, the connection counts."""
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from quailmail.queue import Queue
 # qmail-smtpd's defaults: control/databytes 0 (no limit; we set one in
 # `quail init`), control/timeoutsmtpd 1200 s.
 DEFAULT_TIMEOUT = 1200
+_DIGITS = re.compile(r"[0-9]+")
 DEFAULT_CONCURRENCY = 2000  # tcpserver -c: well above 1,000 idle clients
 
 
@@ -36,11 +39,19 @@ class ServerState:
     stopping: bool = False
     connections_set: set[Any] = field(default_factory=set)  # live SmtpConnection objects
 
-    def databytes(self) -> int:
-        return self.control.int_value("databytes", 0)
+    def databytes(self, env: Mapping[str, str]) -> int:
+        """Largest message, 0 for no limit: `DATABYTES` from the rules wins
+        over control/databytes, as in qmail-smtpd (its leading digits,
+        scan_ulong's way: none is 0)."""
+        given = env.get("DATABYTES")
+        if given is None:
+            return self.control.int_value("databytes", 0)
+        found = _DIGITS.match(given.strip())
+        digits = found.group().lstrip("0") if found else ""
+        return int(digits) if len(digits) <= 19 else 10**19  # none: 0; too long: no limit
 
     def timeout(self) -> int:
-        return self.control.int_value("timeoutsmtpd", DEFAULT_TIMEOUT)
+        return self.control.int_value("timeoutsmtpd", DEFAULT_TIMEOUT, minimum=1)
 
     def greeting(self) -> str | None:
         """``control/smtpgreeting`` (qmail-smtpd's ``smtp_greet``: the text of
