@@ -100,6 +100,22 @@ def test_control_rbls_is_rblsmtpds_options() -> None:
     assert RblConfig().timeout == 60.0  # rblsmtpd's default
 
 
+def test_rbls_zones_that_no_lookup_could_use_are_bad_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad = ["a..test", "x" * 64 + ".test", ".".join(["abcdefgh"] * 30), "\u00e9.test", "-x.test",
+           "zone\x00.test", "ok.test/24"]  # fmt: skip
+    text = "".join(f"-r {zone}\n" for zone in bad) + "-b foo\n-r good-1.example.\n"
+    with caplog.at_level("WARNING", logger="quailmail.policy.dnsbl"):
+        config = dnsbl.parse_rbls(text.encode())
+    assert config == RblConfig((DnsList("good-1.example"),))  # -b foo did not count
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == len(bad) + 1
+    assert said[-1] == "control/rbls line 8: -b takes no argument, line skipped"
+    assert dnsbl.parse_rbls(("-r " + "a." * 118 + "b\n").encode()).lists  # 237 characters
+    assert not dnsbl.parse_rbls(("-r " + "a." * 119 + "b\n").encode()).lists
+
+
 @pytest.mark.parametrize(
     ("records", "listing"),
     [

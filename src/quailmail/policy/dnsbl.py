@@ -56,6 +56,7 @@ import enum
 import functools
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 
 from quailmail.core.dns import DnsResult, DnsStatus, Resolver
@@ -70,6 +71,11 @@ LOOKUP_ERROR = "temporary RBL lookup error"  # rblsmtpd's words under -c
 CONVERSATION_TIMEOUT = 60.0  # rblsmtpd drops the conversation after 60 s (-t)
 _LISTED_NET = ipaddress.IPv4Network("127.0.0.0/8")  # RFC 5782 §2.3
 _ERROR_NET = ipaddress.IPv4Network("127.255.255.0/24")  # lists' "query refused" codes
+# A zone: host name labels of 1-63 characters (RFC 1035 §2.3.4), room left
+# for the reversed IPv4 address in front (253 - len("255.255.255.255.")).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_ZONE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+ZONE_MAX = 253 - 16
 
 
 class Ipv6Naming(enum.Enum):
@@ -105,7 +111,11 @@ def parse_rbls(data: bytes) -> RblConfig:
         if not words:
             continue
         option = words[0]
-        if option in ("-b", "-B", "-c", "-C") and len(words) == 1:
+        if option in ("-b", "-B", "-c", "-C"):
+            if len(words) > 1:
+                log.warning("control/rbls line %d: %s takes no argument, line skipped",
+                            number, option)  # fmt: skip
+                continue
             bounce = option == "-b" if option in ("-b", "-B") else bounce
             fail_closed = option == "-c" if option in ("-c", "-C") else fail_closed
             continue
@@ -135,8 +145,8 @@ def _list_line(words: list[str], allow: bool) -> DnsList | None:
     if not words:
         return None
     zone = words[0].strip(".").lower()
-    if not zone or "=" in zone:
-        return None
+    if not _ZONE.fullmatch(zone) or len(zone) > ZONE_MAX:
+        return None  # not a name any lookup could be made under
     naming = Ipv6Naming.RFC5782
     for word in words[1:]:
         key, _, value = word.partition("=")
