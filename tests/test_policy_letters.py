@@ -26,6 +26,19 @@ def test_forms_of_the_value() -> None:
     assert Letters.parse(",P") == Letters("", "P")
 
 
+def test_letters_no_status_has_are_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="quailmail.policy"):
+        for _ in range(3):  # a value comes per connection: said once
+            assert Letters.parse("DEGzz,CGH,Q") == Letters("DEGzz", "CGH,Q")
+        assert Letters.parse("DEGIJKfh,CGHIJMQRkl") == Letters("DEGIJKfh", "CGHIJMQRkl")
+        assert Letters.parse("ds") == Letters("ds", None)  # s is a DKIM letter only
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "DKVERIFY 'DEGzz,CGH,Q': ',z' are no status letters; ignored",
+        "DKVERIFY 'ds': 's' are no status letters; ignored",
+    ]
+
+
 @pytest.mark.parametrize(
     ("value", "dk_status", "dkim_status", "expected"),
     [

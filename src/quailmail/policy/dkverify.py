@@ -32,6 +32,7 @@ maildrop rules keyed on it keep matching.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -77,8 +78,27 @@ class Letters:
 
     @classmethod
     def parse(cls, value: str) -> Letters:
-        dk, comma, dkim = value.partition(",")
-        return cls(dk, dkim if comma else None)
+        return _parse_letters(value)
+
+
+_DK_LETTERS = frozenset("ABCDEFGHIJKabcdefghijk")  # the seeds' DomainKeys table
+_DKIM_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSabcdefghijklmnopqrs")  # DKIM's, libdkim's S
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_letters(value: str) -> Letters:
+    """DKVERIFY parsed, and said in the log (once per value, as it comes
+    from the rules per connection) when it holds letters no status has:
+    they are ignored, as the patches ignore them."""
+    dk, comma, dkim = value.partition(",")
+    unknown = set(dk) - _DK_LETTERS
+    if comma:
+        unknown |= set(dkim) - _DKIM_LETTERS
+    if unknown:
+        shown = _clean("".join(sorted(unknown)), 20)
+        log.warning("DKVERIFY %r: %r are no status letters; ignored",
+                    _clean(value, 60), shown)  # fmt: skip
+    return Letters(dk, dkim if comma else None)
 
 
 @dataclass(frozen=True, slots=True)
