@@ -119,7 +119,9 @@ def _parse_local(name: str, data: bytes) -> _LocalTerms:
     try:
         return _LocalTerms(local_terms(" ".join(parse_lines(data)), name))
     except SpfSyntaxError as exc:
-        return _LocalTerms(error=str(exc).removeprefix(f"{name}: "))
+        error = str(exc).removeprefix(f"{name}: ")
+        log.warning("control/%s ignored: %s", name, error)  # once per version of the file
+        return _LocalTerms(error=error)
 
 
 # The control cache keeps a parse by (file, parser): one parser a file.
@@ -130,13 +132,10 @@ _NO_TERMS = _LocalTerms()
 def local_policy(client: Client) -> LocalPolicy | None:
     """control/spfrules and control/spfguess, each parsed once per version
     of its file (the control cache); a file that does not parse is ignored
-    with a warning, and the other still counts."""
+    with a warning (at its parse), and the other still counts."""
     files = {
         name: client.control.parsed(name, parse, _NO_TERMS) for name, parse in _LOCAL_FILES.items()
     }
-    for name, parsed in files.items():
-        if parsed.error is not None:
-            log.warning("%s: control/%s ignored: %s", client.ip, name, parsed.error)
     rules, guess = files["spfrules"].terms, files["spfguess"].terms
     if not rules and not guess:
         return None
