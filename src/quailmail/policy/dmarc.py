@@ -94,7 +94,7 @@ async def check(client: Client, message: Message) -> Reply | None:
     if result.result is not Result.FAIL or result.disposition is Policy.NONE:
         return None
     if not client.control.parsed("dmarcbehavior", _parse_behavior, False):
-        log.info("%s: DMARC %s for %s (%s), not enforced (dmarcbehavior 0)", client.ip,
+        log.info("%s: DMARC %s for %s (%s), not enforced (dmarcbehavior is not 1)", client.ip,
                  result.disposition, result.from_domain, result.reason)  # fmt: skip
         return None
     where = result.record_domain or result.from_domain
