@@ -412,3 +412,17 @@ def test_real_full_tmpfs(tmp_path: Path) -> None:
         run(main())
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_qmails_own_queue_is_named_not_opened(tmp_path: Path) -> None:
+    # A root moved over from qmail may still hold qmail's queue where ours goes.
+    qmail = tmp_path / "queue"
+    for name in ("mess", "info", "lock", "todo", "local", "remote", "bounce", "intd", "pid"):
+        (qmail / name).mkdir(parents=True)
+    for readonly in (False, True):
+        with pytest.raises(QueueError, match="is qmail's queue") as refused:
+            Queue.open(qmail, readonly=readonly)
+        assert not refused.value.temporary
+    assert sorted(p.name for p in qmail.iterdir()) == sorted(
+        ["mess", "info", "lock", "todo", "local", "remote", "bounce", "intd", "pid"]
+    )  # nothing of ours written beside it

@@ -57,6 +57,11 @@ DEFAULT_SEGMENT_SIZE = 64 << 20
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
+# What qmail's own queue (qmail-queue(8), /var/qmail/queue) holds: a root
+# moved over from qmail may still have it where our queue would go.
+_QMAIL_QUEUE = ("mess", "info", "lock", "todo")
+
+
 class QueueError(Exception):
     """The queue could not take or give a message.  `temporary`: answer 4xx
     (the SMTP receiver says `451 {enhanced} {reason}`); `enhanced` is 4.3.1
@@ -209,6 +214,12 @@ class Queue:
 
     def _recover(self, segment_size: int, write: WriteFn | None, sync: SyncFn | None) -> None:
         repair = not self.readonly
+        if all((self.path / name).is_dir() for name in _QMAIL_QUEUE):
+            raise QueueError(
+                f"{self.path} is qmail's queue (mess/, info/, lock/ ...), not quailmail's: "
+                "let qmail-send deliver what it holds, then move it aside",
+                temporary=False,
+            )
         if self.readonly:
             if not self.path.is_dir():
                 raise QueueError(f"no queue at {self.path}", temporary=False)
