@@ -92,6 +92,9 @@ def test_listener_lines() -> None:
     assert listeners[2].implicit_tls and listeners[4].submission
     assert listeners[4].rules == "tcp.submission.cdb" and listeners[0].rules == "tcp.smtp.cdb"
     for bad in ("smtp 127.0.0.1 25", "smtp nowhere 25 smtp", "smtp ::1 70000 smtp",
-                "smtp ::1 25 pop3", "smtp ::1 25 smtp /etc/rules.cdb"):  # fmt: skip
+                "smtp ::1 25 pop3", "smtp ::1 25 smtp tcprules.d/rules.cdb"):  # fmt: skip
         with pytest.raises(ListenerError):
             parse_listeners(bad)
+    # QmailToaster's rules, rebuilt in place by its qmailctl cdb: an absolute path
+    (toaster,) = parse_listeners("smtp ::1 25 smtp /etc/tcprules.d/tcp.smtp.cdb")
+    assert toaster.rules == "/etc/tcprules.d/tcp.smtp.cdb"

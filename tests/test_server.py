@@ -187,6 +187,29 @@ def test_tcprules_deny_and_recompile_without_restart(server: Running) -> None:
     assert _talk(server.smtp, b"QUIT\r\n", host="::1").startswith(b"220 ")
 
 
+def test_rules_by_absolute_path(server_factory: Callable[..., Running], tmp_path: Path) -> None:
+    # /etc/tcprules.d/tcp.smtp.cdb on a QmailToaster: the listener names it.
+    rules = tmp_path / "tcprules.d" / "tcp.smtp"
+    rules.parent.mkdir()
+    rules.write_text("127.0.0.1:deny\n:allow\n")
+    proc = subprocess.run(
+        [QUAIL, "tcprules", f"{rules}.cdb", f"{rules}.tmp"], input=rules.read_bytes(), check=False
+    )
+    assert proc.returncode == 0
+
+    def setup(root: Path) -> None:
+        listeners = root / "control" / "listeners"
+        lines = []
+        for line in listeners.read_text().splitlines():
+            plain_smtp = line.split()[3:] == ["smtp"]  # NAME ADDRESS PORT smtp
+            lines.append(f"{line} {rules}.cdb" if plain_smtp else line)
+        listeners.write_text("\n".join(lines) + "\n")
+
+    running = server_factory(setup)
+    assert _talk(running.smtp, b"QUIT\r\n") == b""  # denied by the file outside control/
+    assert _talk(running.smtp, b"QUIT\r\n", host="::1").startswith(b"220 ")
+
+
 @pytest.mark.parametrize("content", [b"", b"not a cdb at all", b"\xff" * 4096])
 def test_an_unreadable_rules_file_gets_a_421_until_it_is_mended(
     server: Running, content: bytes

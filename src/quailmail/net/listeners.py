@@ -10,7 +10,9 @@ Modes, as tcpserver and sslserver ran qmail-smtpd (../shared/seeds/000_*):
 `smtp` is plain with STARTTLS offered; `smtps` is TLS from the first byte
 (implicit TLS, RFC 8314); `submission` offers STARTTLS and requires AUTH to
 relay.  The rules file defaults to tcp.smtp.cdb (tcp.submission.cdb for
-submission) and is read on every connection.
+submission) and is read on every connection: a name in control/, or an
+absolute path (QmailToaster's `/etc/tcprules.d/tcp.smtp.cdb`, which its
+`qmailctl cdb` rebuilds in place).
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def parse_listeners(text: str) -> list[Listener]:
         if mode not in MODES:
             raise ListenerError(f"listeners line {number}: mode is one of {', '.join(MODES)}")
         rules = fields[4] if len(fields) == 5 else DEFAULT_RULES[mode]
-        if "/" in rules:
-            raise ListenerError(f"listeners line {number}: rules is a file name in control/")
+        if "/" in rules and not rules.startswith("/"):
+            raise ListenerError(
+                f"listeners line {number}: rules is a file name in control/ or an absolute path"
+            )
         listeners.append(Listener(name, address, int(port_text), mode, rules))
     return listeners
 
