@@ -45,6 +45,12 @@ def register(sub: Any) -> None:
         metavar="SMTP,SMTPS,SUBMISSION",
         help="ports on 127.0.0.1 and ::1 (default 2525,2465,2587)",
     )
+    p.add_argument(
+        "--existing",
+        action="store_true",
+        help="ROOT is a qmail tree moved over (e.g. /var/qmail): add only what is missing "
+        "(listeners, servercert.pem, compiled rules, ...), never change a file that is there",
+    )
     p.set_defaults(handler=run)
 
 
@@ -62,8 +68,22 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("ports are 1 to 65535")
     hostname = (args.hostname or socket.getfqdn()).strip().lower().rstrip(".")
     control = root / "control"
-    if control.exists():
-        raise CliError(f"{root} is already a root ({control} exists)", code=1)
+    if args.existing:
+        if not control.is_dir():
+            raise CliError(f"{control} is not a directory: --existing wants a qmail tree", code=1)
+    elif control.exists():
+        raise CliError(
+            f"{root} is already a root ({control} exists); --existing adds what is missing",
+            code=1,
+        )
+    added: list[str] = []
+
+    def put(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+        if args.existing and (path.exists() or path.is_symlink()):
+            return
+        _write(path, data, mode)
+        added.append(str(path.relative_to(root)))
+
     try:
         for directory in (control, root / "queue", root / "domains", root / "alias" / "Maildir"):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,16 +102,25 @@ def run(args: argparse.Namespace) -> int:
             "tcp.submission": TCP_SUBMISSION,
         }
         for name, text in files.items():
-            _write(control / name, text)
+            put(control / name, text)
         for name in ("tcp.smtp", "tcp.submission"):
-            _write(control / f"{name}.cdb", compile_rules(files[name]))
-        _write(control / "servercert.pem", self_signed(hostname), 0o600)
+            cdb = control / f"{name}.cdb"
+            if not (args.existing and cdb.exists()):
+                # the rules text that is there (a moved-over tcp.smtp), compiled
+                put(cdb, compile_rules((control / name).read_text()))
+        if not args.existing or not (control / "servercert.pem").exists():
+            put(control / "servercert.pem", self_signed(hostname), 0o600)
         # qmail's install: mail for postmaster, root and MAILER-DAEMON of the
         # local domains goes to the alias user's Maildir.
         for alias in ("postmaster", "root", "mailer-daemon"):
-            _write(root / "alias" / f".qmail-{alias}", "./Maildir/\n")
+            put(root / "alias" / f".qmail-{alias}", "./Maildir/\n")
     except OSError as exc:
         raise CliError(f"cannot create {root}: {exc.strerror or exc}", code=1) from None
+    except ValueError as exc:  # a moved-over tcp.smtp that does not compile
+        raise CliError(f"{control / 'tcp.smtp'}: {exc}", code=1) from None
+    if args.existing:
+        print(f"quailmail root {root}: added {', '.join(added) or 'nothing'}")
+        return 0
     print(f"quailmail root {root} for {hostname}: SMTP {smtp}, SMTPS {smtps}, submission "
           f"{submission} on 127.0.0.1 and ::1")  # fmt: skip
     return 0
