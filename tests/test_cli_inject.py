@@ -253,3 +253,12 @@ def test_a_bad_control_value_is_one_line(root: Path) -> None:
     assert proc.returncode == 111
     assert proc.stderr == b"quail inject: control/defaulthost: not a host name: 'not a host'\n"
     assert not (root / "queue").exists()
+
+
+def test_full_name_cannot_add_fields(root: Path) -> None:
+    proc = inject(root, "-F", 'Web "App"\nBcc: evil@example.net', "joe", stdin=b"\nx\n")
+    assert proc.returncode == 0, proc.stderr
+    [(_, recipients, data)] = messages(root)
+    assert recipients == ["joe@example.com"]
+    shown = b'"Web \\"App\\" Bcc: evil@example.net" <tester@example.com>'
+    assert header(data, b"From") == b"From: " + shown

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quailmail.core.qmailheader import Rewriting, tokenize, valid_host_value
 
@@ -113,3 +115,17 @@ def test_tokens_keep_their_place() -> None:
 )  # fmt: skip
 def test_valid_host_value(value: str, ok: bool) -> None:
     assert valid_host_value(value) is ok
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab.@<>:;,()"[]\\ +\r\n\t\xe9')), max_size=40))
+@settings(max_examples=500, deadline=None)
+def test_any_field_is_rewritten_or_left(value: str) -> None:
+    """Never an exception, and what we write parses again.  (Not the same
+    addresses again: qmail-inject's one pass makes `a@.@` into `a@.`,
+    which a second pass would make `a@defaulthost`.)"""
+    field = RW.field(value)
+    if field is None:
+        return
+    again = RW.field(field.value)
+    assert again is not None
+    assert len(again.addresses) == len(field.addresses)

@@ -74,7 +74,8 @@ def _enclosed(text: str, i: int, close: str, nests: bool) -> tuple[str, int] | N
 
 def tokenize(text: str) -> list[Token] | None:
     """token822.c's `token822_parse`: None where it fails (a `)` or `]`
-    starting a token, an unclosed quote, comment or literal).  An atom
+    starting a token, an unclosed quote, comment or literal; also a final
+    backslash, which it drops).  An atom
     holding control, 8-bit, `)`, `]` or `\\` characters counts as a quoted
     string (its `atomcheck`)."""
     tokens: list[Token] = []
@@ -100,7 +101,9 @@ def tokenize(text: str) -> list[Token] | None:
             start = i
             out: list[str] = []
             while i < len(text) and (i == start or text[i] not in _ATOM_END):
-                if text[i] == "\\" and i + 1 < len(text):
+                if text[i] == "\\":
+                    if i + 1 >= len(text):
+                        return None  # a backslash escaping nothing
                     i += 1
                 out.append(text[i])
                 i += 1
