@@ -15,9 +15,13 @@ the attempt is forgotten: a crash repeats a delivery, never drops one.
 
 A temporary failure is retried at qmail's `nextretry` (queue/retry.py)
 until the message is older than `queuelifetime`; then, like a permanent
-failure, it bounces: an RFC 3464 report queued to the envelope sender
-before the recipient is marked bounced.  A failed bounce (null sender) goes
-to `doublebounceto`; a failed double bounce is dropped and logged.
+failure, it bounces.  A message bounces once, as in qmail-send: its
+failures are gathered (qmail's `addbounce` appends each to `bounce/ID`)
+and one RFC 3464 report naming them all is queued to the envelope sender
+when no recipient is left to try (`messdone` → `injectbounce`, see
+`_messdone`), before any of them is marked bounced.  A failed bounce (null
+sender) goes to `doublebounceto`; a failed double bounce is dropped and
+logged.
 
 Requests from `quail queue`: a changed mtime of `queue/flush` (or SIGALRM)
 makes every pending recipient due now; a file `SHARD/delete/ID` removes
@@ -34,7 +38,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,6 +97,10 @@ class _Message:
     busy: int = 0  # attempts under way
     data: bytes | None = None  # read once while attempts are under way
     signed: tuple[bytes, str | None] | None = None  # (fields, temporary reason)
+    # Failed recipients not yet reported, by index (qmail's bounce/ID); they
+    # stay pending in the queue until the report is queued (`_messdone`).
+    failed: dict[int, Failure] = field(default_factory=dict)
+    report_due: float = 0.0  # when to queue the report again after a failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +211,7 @@ class Scheduler:
         for message in self._messages.values():
             for rcpt in message.rcpts.values():
                 rcpt.due = min(rcpt.due, now)
+            message.report_due = min(message.report_due, now)
             heapq.heappush(self._heap, (now, message.qid))
         self._wake.set()
 
@@ -260,6 +269,11 @@ class Scheduler:
             message = self._messages.get(qid)
             if message is None:
                 continue
+            if not message.rcpts:
+                # Only its report is left: the last attempt could not queue it.
+                if message.failed and not message.busy and message.report_due <= now:
+                    self._spawn_report(message)
+                continue
             due = [r for r in message.rcpts.values() if not r.busy and r.due <= now]
             if not due:
                 continue
@@ -281,6 +295,12 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _spawn_report(self, message: _Message) -> None:
+        message.busy += 1
+        task = asyncio.get_running_loop().create_task(self._report(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _attempt(self, message: _Message, rcpts: list[_Rcpt], *, local: bool) -> None:
         try:
             async with self._local if local else self._remote:
@@ -296,24 +316,44 @@ class Scheduler:
                         results = await self._remote_group(message, rcpts, data)
             if results is not None:
                 await self._record(message, results)
+                if message.busy == 1 and not message.rcpts:
+                    await self._messdone(message)  # the last attempt of the message
         except Exception:
             log.exception("%s: delivery attempt failed", message.qid)
             for rcpt in rcpts:
                 if rcpt.index in message.rcpts:
                     rcpt.due = self.clock.now() + 60
+            message.report_due = self.clock.now() + 60
         finally:
             for rcpt in rcpts:
                 rcpt.busy = False
-            message.busy -= 1
-            if message.busy == 0:
-                message.data = None
-                message.signed = None
-            if not message.rcpts:
-                self._messages.pop(message.qid, None)
-            elif not self._stopping:
-                soonest = min(r.due for r in message.rcpts.values())
-                heapq.heappush(self._heap, (soonest, message.qid))
-                self._wake.set()
+            self._settle(message)
+
+    async def _report(self, message: _Message) -> None:
+        """Queue the report the last attempt could not (qmail-send retries
+        `messdone` after SLEEP_SYSFAIL)."""
+        try:
+            await self._messdone(message)
+        except Exception:
+            log.exception("%s: queuing the bounce failed", message.qid)
+            message.report_due = self.clock.now() + 60
+        finally:
+            self._settle(message)
+
+    def _settle(self, message: _Message) -> None:
+        """An attempt or a report has ended: forget the message when nothing
+        is left of it, else wake up when its next recipient (or its report)
+        is due."""
+        message.busy -= 1
+        if message.busy == 0:
+            message.data = None
+            message.signed = None
+        if not message.rcpts and not message.failed:
+            self._messages.pop(message.qid, None)
+        elif not self._stopping:
+            soonest = min((r.due for r in message.rcpts.values()), default=message.report_due)
+            heapq.heappush(self._heap, (soonest, message.qid))
+            self._wake.set()
 
     async def _data(self, message: _Message) -> bytes | None:
         if message.data is None:
@@ -325,6 +365,7 @@ class Scheduler:
                     message.data = await asyncio.to_thread(self.queue.read_sync, message.qid)
             except KeyError:  # deleted meanwhile
                 message.rcpts.clear()
+                message.failed.clear()
                 return None
             except QueueError as exc:
                 log.error("%s: %s", message.qid, exc.reason)
@@ -473,6 +514,8 @@ class Scheduler:
     # -- outcomes ---------------------------------------------------------
 
     async def _record(self, message: _Message, results: list[_Result]) -> None:
+        """Mark the delivered done (fsynced); keep the failures for the
+        message's one report (qmail's `addbounce`); set the deferred's retry."""
         now = self.clock.now()
         lifetime = float(self.control.int_value("queuelifetime", QUEUELIFETIME))
         delivered: list[int] = []
@@ -503,17 +546,49 @@ class Scheduler:
             )
             for index in delivered:
                 message.rcpts.pop(index, None)
-        if failed:
-            # The report is durable before any recipient counts as bounced.
-            await self._bounce(message, failed)
-            await asyncio.gather(
-                *(self.queue.mark_done(message.qid, r.index, Done.BOUNCED) for r in failed)
-            )
-            for result in failed:
-                message.rcpts.pop(result.index, None)
+        for result in failed:
+            gone = message.rcpts.pop(result.index, None)
+            if gone is None:
+                continue  # deleted by request meanwhile
+            status = result.status or _status_of(result.reason, True)
+            failure = Failure(gone.address, status, result.reason, result.host or None)
+            message.failed[result.index] = failure
 
-    async def _bounce(self, message: _Message, failed: list[_Result]) -> None:
-        """Queue the report of `failed` (durably) before they are marked."""
+    async def _messdone(self, message: _Message) -> None:
+        """No recipient of the message is left to try: queue one report of
+        every failure, then mark the failed recipients bounced.
+
+        qmail-send's rule: a failure is appended to `bounce/ID` (`addbounce`)
+        and the recipient marked done; `job_close` puts the message on
+        `pqdone` only once no channel (local, remote) has a recipient left
+        to try, deferred ones included; `messdone` then injects the one
+        bounce (`injectbounce`).  So a failure waits for the deferred
+        recipients of its message, until they are delivered or fail in
+        turn (at the latest after `queuelifetime`), and the sender gets one
+        report per message.
+
+        We keep no `bounce/ID`: the failures are held in memory while their
+        recipients stay pending in the queue, and are marked bounced only
+        after the report is fsynced there.  A crash or restart in between
+        loses no failure: the recipient is tried again and fails again.  The
+        price is that attempt, repeated as a crash repeats any attempt under
+        way (a remote that refused sees the message again, a `|program` that
+        exited 100 runs again)."""
+        if not message.failed:
+            return
+        data = await self._data(message)
+        if data is None:  # deleted meanwhile, or unreadable for now
+            message.report_due = self.clock.now() + 300
+            return
+        failed = dict(message.failed)
+        # The report is durable before any recipient counts as bounced.
+        await self._bounce(message, data, list(failed.values()))
+        await asyncio.gather(*(self.queue.mark_done(message.qid, i, Done.BOUNCED) for i in failed))
+        for index in failed:
+            message.failed.pop(index, None)
+
+    async def _bounce(self, message: _Message, data: bytes, failures: list[Failure]) -> None:
+        """Queue the report of `failures` (durably) before they are marked."""
         sender = message.sender
         me = self.control.value("me") or "localhost"
         if wants_bounce(sender):
@@ -528,18 +603,8 @@ class Scheduler:
         else:
             log.info("%s: triple bounce discarded", message.qid)
             return
-        data = message.data if message.data is not None else await self._data(message)
-        failures = [
-            Failure(
-                message.rcpts[r.index].address,
-                r.status or _status_of(r.reason, True),
-                r.reason,
-                r.host or None,
-            )
-            for r in failed
-        ]
         report = make_bounce(
-            original=data or b"",
+            original=data,
             sender=to[0],
             failures=failures,
             reporting_mta=me,
@@ -547,7 +612,8 @@ class Scheduler:
             now=datetime.fromtimestamp(self.clock.now(), UTC),
         )
         qid = await self.queue.put(from_, to, report, meta={"client": "bounce", "of": message.qid})
-        log.info("%s: bounce %s queued to <%s>", message.qid, qid, to[0])
+        log.info("%s: bounce %s queued to <%s> for %d recipient%s", message.qid, qid, to[0],
+                 len(failures), "" if len(failures) == 1 else "s")  # fmt: skip
 
     # -- requests from `quail queue` and `quail inject` ---------------------
 
@@ -587,6 +653,7 @@ class Scheduler:
                 log.info("%s: deleted by request", name)
             if message is not None:
                 message.rcpts.clear()
+                message.failed.clear()
                 if message.busy == 0:
                     self._messages.pop(name, None)
             (requests / name).unlink(missing_ok=True)
