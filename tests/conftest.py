@@ -4,4 +4,10 @@ Keep this file small: each family of fixtures lives in its own module and is
 loaded here as a plugin, so a test module's fixtures are easy to find.
 """
 
-pytest_plugins = ["dnsfixtures", "serverfixtures", "postfixfixtures", "spamdfixtures"]
+pytest_plugins = [
+    "dnsfixtures",
+    "serverfixtures",
+    "postfixfixtures",
+    "spamdfixtures",
+    "systemusers",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pwd
+from collections.abc import Callable
 from pathlib import Path
 
 import argon2
@@ -16,6 +16,8 @@ from quailmail.config.recipients import (
     dot_qmail_names,
 )
 from quailmail.core.reply import Reply
+
+from systemusers import SystemUser
 
 
 @pytest.fixture
@@ -152,31 +154,53 @@ def test_path_characters_never_reach_the_filesystem(root: Path) -> None:
     assert rcpt(root, "joe\0", "ours.example", relayclient="")[:2] == (550, "5.1.1")
 
 
-def test_locals_system_user_and_alias(root: Path) -> None:
-    system = next((p for p in pwd.getpwall() if p.pw_uid != 0 and "-" not in p.pw_name), None)
-    if system is not None:
-        assert rcpt(root, system.pw_name, "local.example")[:2] == (250, "2.1.5")
-        assert rcpt(root, f"{system.pw_name}-ext", "local.example")[:2] == (250, "2.1.5")
+def test_locals_system_user_and_alias(root: Path, system_user: Callable[..., SystemUser]) -> None:
+    # qmail-getpw: uid not 0, home present and owned by the user
+    joe = system_user()
+    assert rcpt(root, joe.name, "local.example")[:2] == (250, "2.1.5")
+    # user-ext needs the .qmail file qmail-local would read
+    assert rcpt(root, f"{joe.name}-ext", "local.example")[:2] == (550, "5.1.1")
+    joe.write(".qmail-default", "./Maildir/\n")
+    assert rcpt(root, f"{joe.name}-ext", "local.example")[:2] == (250, "2.1.5")
+    other = system_user(home_owner=joe.uid)  # not a candidate: the alias decides
+    assert rcpt(root, other.name, "local.example")[:2] == (550, "5.1.1")
     assert rcpt(root, "root", "local.example")[:2] == (550, "5.1.1")  # uid 0: never
     assert rcpt(root, "no-such-user-here", "local.example")[:2] == (550, "5.1.1")
     alias = root / "alias"
     alias.mkdir()
     (alias / ".qmail-postmaster").write_text("&joe@ours.example\n")
     (alias / ".qmail-root").write_text("&joe@ours.example\n")
+    (alias / f".qmail-{other.name}").write_text("&joe@ours.example\n")
     assert rcpt(root, "PostMaster", "local.example")[:2] == (250, "2.1.5")
     assert rcpt(root, "root", "local.example")[:2] == (250, "2.1.5")
+    assert rcpt(root, other.name, "local.example")[:2] == (250, "2.1.5")
     (alias / ".qmail-default").write_text("&joe@ours.example\n")
     assert rcpt(root, "no-such-user-here", "local.example")[:2] == (250, "2.1.5")
+
+
+def test_assign_home_missing_is_temporary(root: Path) -> None:
+    (root / "users").mkdir()
+    (root / "users" / "assign").write_text(f"=gone:gone:4242:4242:{root / 'gone'}:::\n.\n")
+    assert rcpt(root, "gone", "local.example")[:2] == (451, "4.3.0")
 
 
 def test_virtualdomains_exception_and_unmanaged_prefix(root: Path) -> None:
     control = root / "control"
     with (control / "virtualdomains").open("a") as f:
-        f.write("special@ours.example:someone\nsys.example:sysuser\n")
+        f.write("special@ours.example:someone\nsys.example:sysuser\nother.example:\n")
     with (control / "rcpthosts").open("a") as f:
-        f.write("sys.example\n")
+        f.write("sys.example\nother.example\n")
+    # `other.example:` is an exception: not ours, relayed unchecked
+    assert rcpt(root, "anything", "other.example")[:2] == (250, "2.1.5")
+    # a prefix without ROOT/domains/PREFIX: qmail-send's PREFIX-local goes to
+    # a system user or the alias user, which must have a .qmail for it
+    assert rcpt(root, "special", "ours.example")[:2] == (550, "5.1.1")
+    assert rcpt(root, "anything", "sys.example")[:2] == (550, "5.1.1")
+    alias = root / "alias"
+    alias.mkdir()
+    (alias / ".qmail-someone-special").write_text("&joe@ours.example\n")
+    (alias / ".qmail-sysuser-default").write_text("&joe@ours.example\n")
     assert rcpt(root, "special", "ours.example")[:2] == (250, "2.1.5")
-    # mapped to a prefix without a directory here: qmail delivers, we do not check
     assert rcpt(root, "anything", "sys.example")[:2] == (250, "2.1.5")
 
 

@@ -14,11 +14,15 @@ only cached control files and `stat()`s, so it is cheap.  In order:
    domains: `%`, `!` or `@` in the local part (the percent hack, UUCP bang
    paths, quoted `"a@b"@ours`), a source route (`@a,@b:u@d`), an address
    literal (`u@[192.0.2.1]`), a domain that is not a domain name.
-3. Existence, for domains we deliver (chkuser's job): `locals` → a system
-   user or a `ROOT/alias/.qmail-*` file; `virtualdomains` → the vpopmail-style
-   user, a `.qmail-NAME` alias file, a `.qmail-default` catch-all, or, with
-   qmail's `-` extension rule, a user or `.qmail-PREFIX-default` for a
-   prefix of the local part.  The check is made for every client: a relay
+3. Existence, for domains we deliver (chkuser's job), decided as delivery
+   decides (`config/lspawn.py`): `users/assign`, a virtual domain's
+   directory, a system user (qmail-getpw), else the alias user
+   `ROOT/alias`; then the `.qmail` file qmail-local would read in that
+   home (a user's own address needs none: the default delivery).  In a
+   virtual domain's directory: the vpopmail-style user, a `.qmail-NAME`
+   alias file, a `.qmail-default` catch-all, or, with qmail's `-`
+   extension rule, a user or `.qmail-PREFIX-default` for a prefix of the
+   local part.  The check is made for every client: a relay
    client's typo is refused at once rather than bounced later.  A domain we
    relay for (in `rcpthosts` only: a backup MX) is not checked.
 4. Accepted: the recipient to queue is `local@domain` with RELAYCLIENT's
@@ -46,15 +50,14 @@ from __future__ import annotations
 
 import enum
 import os
-import pwd
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from quailmail.config.control import CACHE, Control, control_for
-from quailmail.config.users import domain_dir, read_vpasswd
+from quailmail.config.lspawn import LookupFailure, assignment, qmesearch
+from quailmail.config.users import read_vpasswd
 from quailmail.core.reply import Reply
 
 ACCEPTED = Reply(250, "2.1.5", "ok")
@@ -233,6 +236,8 @@ def _decide(
         found, why = mailbox_exists(control, local, ldomain)
     except OSError as exc:
         return RcptDecision(Verdict.TEMPORARY, RESOURCE, reason=f"user store: {exc}")
+    except LookupFailure as exc:
+        return RcptDecision(Verdict.TEMPORARY, RESOURCE, reason=str(exc))
     if not found:
         return RcptDecision(Verdict.UNKNOWN, NO_MAILBOX, reason=why)
     return _accept(f"{local}@{ldomain}", relayclient, why)
@@ -275,48 +280,52 @@ def _is_catchall(path: Path) -> bool:
     return CACHE.get(path, _delivers, False)
 
 
+def _bounce_line(data: bytes) -> bool:
+    return b"bounce-no-mailbox" in data
+
+
+def _bounces(path: Path) -> bool:
+    """A `-default` file that is vpopmail's `bounce-no-mailbox` line, which
+    local delivery bounces (deliver/local.py)."""
+    return CACHE.get(path, _bounce_line, False)
+
+
 def mailbox_exists(control: Control, local: str, domain: str) -> tuple[bool, str]:
     """Whether mail to `local@domain` has somewhere to go, and why (for the log).
 
     Domains neither in `locals` nor in `virtualdomains` are relayed, not
-    checked: (True, "relayed").
+    checked: (True, "relayed").  For ours, the decision is delivery's:
+    `config.lspawn.assignment` (users/assign, `ROOT/domains`, qmail-getpw,
+    the alias user), then qmail-local's search for a `.qmail` file in the
+    home it gives, or vpopmail's users in a virtual domain's directory.
+    Raises LookupFailure where delivery would defer.
     """
     lower = local.lower()
     if not lower or "/" in lower or "\0" in lower:
         return False, "local part not a mailbox name"
-    if control.is_local(domain):
-        return _local_exists(control.root, lower)
-    prefix = control.virtualdomain(lower, domain)
-    if prefix is None or prefix == "":
+    if not control.is_local(domain) and not control.virtualdomain(lower, domain):
         # "" is an exception line (`domain:`): not virtual, and not in
         # locals either, so qmail-send would send it out.
         return True, "relayed"
-    if control.mapping("virtualdomains").get(f"{lower}@{domain}") is not None:
-        return True, "virtualdomains address"
-    return _virtual_exists(control, lower, domain)
+    found = assignment(control, local, domain)
+    if found.domain_dir is not None:
+        return _virtual_exists(found.domain_dir, found.ext.lower())
+    if not os.path.isdir(found.home):
+        if found.uid is None:
+            return False, f"no directory {found.home}"
+        # qmail-local: "Unable to switch to HOME" is temporary.
+        raise LookupFailure(f"home directory {found.home} does not exist (#4.2.1)")
+    qmail = qmesearch(found.home, found.dash, found.ext)
+    if qmail is None:
+        return False, f"no .qmail for {found.source} {found.user}"
+    if qmail.path is not None and qmail.is_default and _bounces(qmail.path):
+        return False, f"{qmail.path.name} bounces unknown users"
+    return True, f"{found.source} {found.user}"
 
 
-def _local_exists(root: Path, local: str) -> tuple[bool, str]:
-    """qmail-getpw: the system user named by the local part up to its first `-`
-    (not root: qmail never delivers to uid 0), else the alias user's files."""
-    user = local.split("-", 1)[0]
-    if user:
-        uid = _system_uid(user)
-        if uid is not None and uid != 0:
-            return True, "system user"
-    alias = root / "alias"
-    for name in dot_qmail_names(local):
-        if os.path.exists(alias / name):
-            return True, f"alias {name}"
-    return False, "no such local user"
-
-
-def _virtual_exists(control: Control, local: str, domain: str) -> tuple[bool, str]:
-    ddir = domain_dir(control.root, domain)
-    if not os.path.isdir(ddir):
-        # Mapped to a prefix we do not manage (a system user's .qmail files,
-        # say): qmail-send would deliver it; nothing to check here.
-        return True, "virtual domain without a directory"
+def _virtual_exists(ddir: Path, local: str) -> tuple[bool, str]:
+    """vpopmail's answer in the domain directory DDIR for user LOCAL (the
+    extension qmail-lspawn gives: the local part of the address)."""
     users = read_vpasswd(ddir)
     if local in users:
         return True, "user"
@@ -333,24 +342,3 @@ def _virtual_exists(control: Control, local: str, domain: str) -> tuple[bool, st
     if _is_catchall(ddir / ".qmail-default"):
         return True, "catch-all"
     return False, "no such user"
-
-
-_PWD_TTL = 60.0  # seconds a system-user answer is kept (getpwnam reads /etc/passwd)
-_pwd_cache: dict[str, tuple[float, int | None]] = {}
-
-
-def _system_uid(user: str) -> int | None:
-    """The uid of a system user, or None; kept a minute, since nss "files"
-    parses /etc/passwd on every call and RCPT is the per-message path."""
-    now = time.monotonic()
-    hit = _pwd_cache.get(user)
-    if hit is not None and now - hit[0] < _PWD_TTL:
-        return hit[1]
-    try:
-        uid: int | None = pwd.getpwnam(user).pw_uid
-    except KeyError:
-        uid = None
-    if len(_pwd_cache) > 4096:
-        _pwd_cache.clear()
-    _pwd_cache[user] = (now, uid)
-    return uid

@@ -22,7 +22,9 @@ text file.
 
 The domain's directory is `ROOT/domains/PREFIX`, where PREFIX is the
 domain's `virtualdomains` value (vadddomain writes `domain:domain`; an alias
-domain made by vaddaliasdomain maps to the real one), else the domain itself.
+domain made by vaddaliasdomain maps to the real one), else the domain itself;
+or, on a box moved from vpopmail, the home of the domain's `+PREFIX-` line
+in `users/assign` (`/home/vpopmail/domains/DOMAIN`).
 
 Adding a user to a domain without a directory makes the domain hosted, as
 vpopmail's `vadddomain` does: the domain is added to `control/rcpthosts`
@@ -38,7 +40,10 @@ those users must be given a new password with `quail user passwd`).
 
 Every file is rewritten whole: temporary file, fsync, rename, fsync of the
 directory, under an exclusive lock, so a reader sees the old file or the new
-one and a crash leaves one of the two.
+one and a crash leaves one of the two.  In a domain that `users/assign`
+gives to a uid (vpopmail's), what we write (vpasswd, a user's directory and
+Maildir) is given to that uid and gid when we run as root, so vpopmail's own
+programs and delivery as that uid can still read and write it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from types import ModuleType
 
 import argon2
 
+from quailmail.config.assign import home_of, read_assign
 from quailmail.config.control import CACHE, control_for
 from quailmail.core import files
 
@@ -140,10 +146,19 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 def domain_dir(root: Path, domain: str) -> Path:
-    """`ROOT/domains/PREFIX` (the domain's virtualdomains prefix) or `ROOT/domains/DOMAIN`."""
+    """The directory of a virtual domain's users.
+
+    The home of `users/assign`'s `+PREFIX-` line when there is one (what
+    vpopmail's vadddomain writes: `/home/vpopmail/domains/DOMAIN` on a
+    migrated box), else `ROOT/domains/PREFIX`; PREFIX is the domain's
+    virtualdomains prefix, else the domain itself.
+    """
     domain = domain.lower()
     prefix = control_for(root).mapping("virtualdomains").get(domain)
     name = prefix if prefix and "/" not in prefix and prefix not in (".", "..") else domain
+    entry = read_assign(root).domain_entry(name)
+    if entry is not None:
+        return home_of(root, entry)
     return Path(root) / "domains" / name
 
 
@@ -253,19 +268,35 @@ def _locked(lockfile: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _mkdir(path: Path) -> None:
+def _mkdir(path: Path, owner: tuple[int, int] | None = None) -> None:
     path.mkdir(mode=DIR_MODE, exist_ok=True)
     os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask
+    if owner is not None:
+        os.chown(path, *owner)
 
 
-def make_maildir(path: Path) -> None:
-    """maildirmake: `path` and its tmp, new, cur, all 0700."""
-    _mkdir(path)
+def make_maildir(path: Path, owner: tuple[int, int] | None = None) -> None:
+    """maildirmake: `path` and its tmp, new, cur, all 0700 (and `owner`'s)."""
+    _mkdir(path, owner)
     for sub in ("tmp", "new", "cur"):
-        _mkdir(path / sub)
+        _mkdir(path / sub, owner)
 
 
-def _rewrite_vpasswd(ddir: Path, change: Callable[[dict[str, VUser]], None]) -> None:
+def domain_owner(root: Path, domain: str) -> tuple[int, int] | None:
+    """The (uid, gid) a domain's files belong to: those of its `+PREFIX-`
+    line in users/assign (vpopmail's 89:89 on QmailToaster), when we run as
+    root and may give them away; else None (ours, as before)."""
+    if os.geteuid() != 0:
+        return None
+    domain = domain.lower()
+    prefix = control_for(root).mapping("virtualdomains").get(domain) or domain
+    entry = read_assign(root).domain_entry(prefix)
+    return None if entry is None else (entry.uid, entry.gid)
+
+
+def _rewrite_vpasswd(
+    ddir: Path, change: Callable[[dict[str, VUser]], None], owner: tuple[int, int] | None = None
+) -> None:
     with _locked(ddir / "vpasswd.lock"):
         try:
             data = (ddir / "vpasswd").read_bytes()
@@ -274,7 +305,7 @@ def _rewrite_vpasswd(ddir: Path, change: Callable[[dict[str, VUser]], None]) -> 
         users = parse_vpasswd(data)
         change(users)
         text = "".join(u.line() + "\n" for u in users.values())
-        files.write_atomic(ddir / "vpasswd", text.encode("utf-8"), mode=FILE_MODE)
+        files.write_atomic(ddir / "vpasswd", text.encode("utf-8"), mode=FILE_MODE, owner=owner)
 
 
 def _add_list_line(path: Path, line: str, present: Callable[[str], bool]) -> None:
@@ -322,16 +353,17 @@ def add_user(root: Path, address: str, password: str, *, gecos: str = "") -> VUs
         ddir = add_domain(root, domain)
     home = ddir / user
     entry = VUser(user, passwd, "1", "0", gecos or user, str(home.absolute()), QUOTA_NONE)
+    owner = domain_owner(root, domain)
 
     def change(users: dict[str, VUser]) -> None:
         if user in users:
             raise UserError(f"{user}@{domain} exists")
         # The mailbox first: a vpasswd line never points at a missing Maildir.
-        _mkdir(home)
-        make_maildir(home / "Maildir")
+        _mkdir(home, owner)
+        make_maildir(home / "Maildir", owner)
         users[user] = entry
 
-    _rewrite_vpasswd(ddir, change)
+    _rewrite_vpasswd(ddir, change, owner)
     return entry
 
 
@@ -347,7 +379,7 @@ def set_password(root: Path, address: str, password: str) -> None:
             raise UserError(f"{user}@{domain}: no such user")
         users[user] = replace(old, passwd=passwd, extra=())
 
-    _rewrite_vpasswd(ddir, change)
+    _rewrite_vpasswd(ddir, change, domain_owner(Path(root), domain))
 
 
 def delete_user(root: Path, address: str) -> None:
@@ -365,7 +397,7 @@ def delete_user(root: Path, address: str) -> None:
 
     if not (ddir / "vpasswd").exists():
         raise UserError(f"{user}@{domain}: no such user")
-    _rewrite_vpasswd(ddir, change)
+    _rewrite_vpasswd(ddir, change, domain_owner(root, domain))
     home = Path(removed[0].dir)
     # Only a home inside the domain's directory is removed: a vpasswd edited
     # by hand could point anywhere.

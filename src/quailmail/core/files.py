@@ -28,13 +28,24 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, tmp: Path | None = None) -> None:
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    tmp: Path | None = None,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Replace `path` with `data`: write `tmp` (default: a hidden sibling),
     fsync it, rename it over `path`, fsync the directory.  On any error
-    before the rename, `path` is left as it was and `tmp` is removed."""
+    before the rename, `path` is left as it was and `tmp` is removed.
+    `owner` (uid, gid): the new file's, set before the rename, so nobody
+    ever sees it with ours."""
     tmp = tmp if tmp is not None else path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.fchmod(fd, mode)  # whatever the umask
         write_all(fd, data)
         os.fsync(fd)

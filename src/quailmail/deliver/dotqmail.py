@@ -13,7 +13,8 @@ dot-qmail(5) line kinds, by first character:
 Lookup: for ``LOCAL = USER DASH EXT``, qmail-local reads ``.qmail-EXT`` (with
 ``.`` written ``:`` and lowercase), then for each ``-`` in EXT from the
 right ``.qmail-PREFIX-default``, then ``.qmail-default``; DEFAULT is the part
-of EXT that ``default`` stood for.  With no extension it reads ``.qmail``.
+of EXT that ``default`` stood for.  With no dash it reads ``.qmail`` (and
+``.qmailEXT`` for an assignment that gives an extension without a dash).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+from quailmail.config.lspawn import Found, qmesearch
 
 
 class Kind(Enum):
@@ -76,39 +79,16 @@ def _qmail_name(ext: str) -> str:
     return ext.replace(".", ":").lower()
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    path: Path | None  # None: no .qmail at all (follow the default delivery)
-    default: str  # DEFAULT: what "default" stood for ("" if not a -default file)
+def find_dotqmail(home: Path, ext: str, dash: str | None = None) -> Found | None:
+    """The .qmail file qmail-local reads for extension EXT in HOME
+    (`config.lspawn.qmesearch`, which the RCPT check uses too).
 
-    @property
-    def is_default(self) -> bool:
-        return self.path is not None and self.path.name.endswith("default")
-
-
-def find_dotqmail(home: Path, ext: str) -> Found | None:
-    """The .qmail file qmail-local reads for extension EXT in HOME.
-
-    Returns None when EXT is non-empty and no file matches (qmail-local:
-    "Sorry, no mailbox here by that name. (#5.1.1)"); Found(None, "") when
-    EXT is empty and there is no ``.qmail`` (default delivery).
+    DASH defaults to "-" when there is an extension.  Returns None when
+    nothing matches after a dash (qmail-local: "Sorry, no mailbox here by
+    that name. (#5.1.1)"); Found(None, "") when there is no dash and no
+    ``.qmail`` (default delivery).
     """
-    if not ext:
-        path = home / ".qmail"
-        return Found(path if path.exists() else None, "")
-    name = _qmail_name(ext)
-    exact = home / f".qmail-{name}"
-    if exact.exists():
-        return Found(exact, "")
-    i = len(name)
-    while (i := name.rfind("-", 0, i)) >= 0:
-        candidate = home / f".qmail-{name[:i]}-default"
-        if candidate.exists():
-            return Found(candidate, ext[i + 1 :])
-    candidate = home / ".qmail-default"
-    if candidate.exists():
-        return Found(candidate, ext)
-    return None
+    return qmesearch(home, ("-" if ext else "") if dash is None else dash, ext)
 
 
 def read_dotqmail(path: Path) -> list[Line] | None:

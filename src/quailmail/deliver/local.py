@@ -7,26 +7,36 @@ delivery is retried later, which may repeat the lines that succeeded: qmail
 does the same).  Forward lines are collected and returned, for the caller
 to queue once at the end, as qmail-local hands them to qmail-queue after
 the other lines succeed.
+
+Who the recipient is comes from `config.lspawn.assignment` (qmail-lspawn's
+lookup, shared with the RCPT check); `mailbox_for` turns it into a Mailbox.
+A Mailbox with a uid other than ours is delivered by a child process that
+becomes that user first (`deliver/asuser.py`), as qmail-lspawn runs
+qmail-local: every file is then opened, created and owned by the user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quailmail.config.users import UserError, domain_dir, lookup_user, split_address
+from quailmail.config.control import Control, control_for
+from quailmail.config.lspawn import Assignment, Found, LookupFailure, assignment
+from quailmail.config.users import UserError, read_vpasswd, split_address
 from quailmail.core.outcome import Outcome
 
 from . import junk
+from .asuser import deliver_as_user
 from .command import CommandEnv, run_command
 from .dotqmail import (
     DotQmailError,
-    Found,
     Kind,
     Line,
     check_home,
     find_dotqmail,
+    parse_dotqmail,
     read_dotqmail,
 )
 from .maildir import deliver_maildir, dtline
@@ -47,11 +57,23 @@ class Mailbox:
     host: str
     ext: str = ""  # LOCAL after USER and a dash ("" when none)
     default_delivery: tuple[Line, ...] = DEFAULT_DELIVERY
-    domain_dir: Path | None = None  # vpopmail: ROOT/domains/D (junkfolder)
+    domain_dir: Path | None = None  # vpopmail: the domain's directory (junkfolder)
+    dash: str | None = None  # None: "-" when there is an extension, else ""
+    uid: int | None = None  # who qmail-local runs as; None: whoever we are
+    gid: int | None = None
 
     @property
     def recipient(self) -> str:
         return f"{self.local}@{self.host}"
+
+    @property
+    def the_dash(self) -> str:
+        return ("-" if self.ext else "") if self.dash is None else self.dash
+
+    @property
+    def other_user(self) -> bool:
+        """Delivered as a uid that is not ours (by a child that becomes it)."""
+        return self.uid is not None and self.uid != os.geteuid()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +84,59 @@ class LocalResult:
     delivered: tuple[str, ...] = field(default=())  # files written, programs run
 
 
+def _parse_default_delivery(data: bytes) -> tuple[Line, ...] | None:
+    try:
+        lines = parse_dotqmail(data.decode("utf-8", errors="surrogateescape"))
+    except DotQmailError:
+        return None
+    return tuple(lines) or None
+
+
+def default_delivery(control: Control) -> tuple[Line, ...]:
+    """`control/defaultdelivery` (netqmail's `/var/qmail/rc` passes it to
+    qmail-start as qmail-local's default delivery): what a user's own
+    address without a `.qmail` file gets, in dot-qmail(5) lines; missing,
+    empty or unreadable as dot-qmail: `./Maildir/`."""
+    return control.parsed("defaultdelivery", _parse_default_delivery, None) or DEFAULT_DELIVERY
+
+
+def mailbox_for(
+    root: Path,
+    found: Assignment,
+    local: str,
+    host: str,
+    *,
+    default_delivery: tuple[Line, ...] = DEFAULT_DELIVERY,
+) -> Mailbox:
+    """The Mailbox of what qmail-lspawn's lookup found for `local@host`.
+
+    A virtual domain's directory: the vpasswd user the extension names
+    (vdelivermail's job; `USER-EXT` reaches USER, the longest name before
+    a dash), else the domain's own `.qmail-NAME` and `.qmail-default`.
+    The alias user has no default delivery (qmail-local bounces an
+    extension without a `.qmail` file); a user's own address without a
+    `.qmail` gets `default_delivery` (`control/defaultdelivery`).
+    """
+    if found.domain_dir is not None:
+        ddir = found.domain_dir
+        name = found.ext.lower()
+        users = read_vpasswd(ddir)
+        candidates = [name] + [name[:i] for i in range(len(name) - 1, 0, -1) if name[i] == "-"]
+        for candidate in candidates:
+            user = users.get(candidate)
+            if user is not None:
+                home = Path(user.dir) if Path(user.dir).is_absolute() else Path(root) / user.dir
+                return Mailbox(home, candidate, local.lower(), host, name[len(candidate) + 1 :],
+                               domain_dir=ddir, uid=found.uid, gid=found.gid)  # fmt: skip
+        # vpopmail's domain directory holds the domain's aliases (.qmail-NAME)
+        # and its catch-all (.qmail-default).
+        return Mailbox(ddir, found.user, local, host, found.ext, default_delivery=(),
+                       domain_dir=ddir, dash="-", uid=found.uid, gid=found.gid)  # fmt: skip
+    return Mailbox(found.home, found.user, local, host, found.ext,
+                   default_delivery=() if found.is_alias else default_delivery,
+                   dash=found.dash, uid=found.uid, gid=found.gid)  # fmt: skip
+
+
 def vpopmail_mailbox(root: Path, address: str) -> Mailbox | None:
     """The Mailbox of a vpopmail-style virtual user: ``USER@D`` or
     ``USER-EXT@D`` (USER the longest vpasswd name before a dash), home the
@@ -70,14 +145,14 @@ def vpopmail_mailbox(root: Path, address: str) -> Mailbox | None:
         local, domain = split_address(address)
     except UserError:
         return None
-    candidates = [local] + [local[:i] for i in range(len(local) - 1, 0, -1) if local[i] == "-"]
-    for name in candidates:
-        user = lookup_user(root, f"{name}@{domain}")
-        if user is not None:
-            home = Path(user.dir) if Path(user.dir).is_absolute() else Path(root) / user.dir
-            ext = local[len(name) + 1 :]
-            return Mailbox(home, name, local, domain, ext, domain_dir=domain_dir(root, domain))
-    return None
+    try:
+        found = assignment(control_for(root), local, domain)
+    except LookupFailure:
+        return None
+    if found.domain_dir is None:
+        return None
+    mb = mailbox_for(root, found, local, domain)
+    return mb if mb.home != found.domain_dir else None
 
 
 def is_looping(message: bytes, recipient: str) -> bool:
@@ -121,6 +196,15 @@ async def deliver_local(
     recipient = mb.recipient
     if is_looping(message, recipient):
         return LocalResult(Outcome.permanent(LOOPING))
+    if mb.other_user:
+        if os.geteuid() != 0:
+            # qmail-lspawn cannot become the user either (it runs as root).
+            return LocalResult(Outcome.temporary(
+                f"cannot deliver as uid {mb.uid}: quailmail is not running as root (#4.3.0)"
+            ))  # fmt: skip
+        return await deliver_as_user(
+            mb, message, sender=sender, junk_folder=junk_folder, command_timeout=command_timeout
+        )
     plan = _plan(mb, message, sender, junk_folder)
     if isinstance(plan, LocalResult):
         return plan
@@ -175,7 +259,7 @@ def _plan(mb: Mailbox, message: bytes, sender: str, junk_folder: bool) -> _Plan 
     """What qmail-local would do for MB."""
     try:
         check_home(mb.home)
-        found = find_dotqmail(mb.home, mb.ext)
+        found = find_dotqmail(mb.home, mb.ext, mb.the_dash)
         if found is None:
             return LocalResult(Outcome.permanent("Sorry, no mailbox here by that name. (#5.1.1)"))
         lines = None if found.path is None else read_dotqmail(found.path)

@@ -7,7 +7,9 @@ shard, durably, and only then marks it done in the inject shard, so a crash
 in between leaves a duplicate, never a loss.
 
 For every message the scheduler splits the pending recipients: local ones
-(domains in `locals` or `virtualdomains`) are delivered one by one within
+(domains in `locals` or `virtualdomains`, delivered to whom qmail-lspawn
+would: `users/assign`, a virtual domain's directory, a system user, the
+alias user; see config/lspawn.py) are delivered one by one within
 `concurrencylocal`, remote ones one transaction per domain within
 `concurrencyremote`, reusing an open connection to the same domain.  Every
 recipient's outcome is recorded in the queue (`mark_done`, fsynced) before
@@ -43,13 +45,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quailmail.config.control import Control, control_for
-from quailmail.config.users import domain_dir
+from quailmail.config.lspawn import LookupFailure, assignment
 from quailmail.core.clock import Clock, SystemClock
 from quailmail.core.dns import Resolver
 from quailmail.core.outcome import Outcome
 from quailmail.deliver import junk
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
-from quailmail.deliver.local import Mailbox, deliver_local, vpopmail_mailbox
+from quailmail.deliver.local import Mailbox, default_delivery, deliver_local, mailbox_for
 from quailmail.deliver.remote import (
     DeliveryError,
     RecipientOutcome,
@@ -376,31 +378,33 @@ class Scheduler:
 
     # -- local ------------------------------------------------------------
 
-    def _mailbox(self, address: str) -> Mailbox:
+    def _mailbox(self, address: str) -> Mailbox | Outcome:
+        """qmail-lspawn: who gets `address` (config.lspawn, the lookup the
+        RCPT check makes too), as a Mailbox; a temporary Outcome where
+        qmail-lspawn would defer."""
         local, _, domain = address.rpartition("@")
         if not local:
             local, domain = address, self.control.value("me") or "localhost"
         ldomain = domain.lower()
-        if self.control.is_local(ldomain):
-            # qmail's ~alias: ROOT/alias/.qmail-LOCAL (system users need a
-            # qmail-local running as them; quailmail delivers to its own).
-            return Mailbox(self.root / "alias", "alias", local, ldomain, local.lower(),
-                           default_delivery=())  # fmt: skip
-        found = vpopmail_mailbox(self.root, f"{local}@{ldomain}")
-        if found is not None:
-            return found
-        ddir = domain_dir(self.root, ldomain)
-        # vpopmail's domain directory holds the domain's aliases (.qmail-NAME)
-        # and its catch-all (.qmail-default).
-        return Mailbox(ddir, ldomain, local, ldomain, local.lower(), default_delivery=(),
-                       domain_dir=ddir)  # fmt: skip
+        try:
+            found = assignment(self.control, local, ldomain)
+            return mailbox_for(self.root, found, local, ldomain,
+                               default_delivery=default_delivery(self.control))  # fmt: skip
+        except LookupFailure as exc:
+            return Outcome.temporary(str(exc))
+        except OSError as exc:
+            return Outcome.temporary(f"unable to look up the user: {exc} (#4.3.0)")
 
     async def _local_one(self, message: _Message, rcpt: _Rcpt, data: bytes) -> _Result:
         # The server's setting (control/junkfolder, on unless 0/no/off); the
         # domain's and the user's files override it (junk.junk_enabled).
         enabled = junk.switched_on(self.control.value("junkfolder") or "1")
         mailbox = self._mailbox(rcpt.address)
-        if not mailbox.home.is_dir():
+        if isinstance(mailbox, Outcome):
+            return _Result(rcpt.index, mailbox.kind, mailbox.reason)
+        if mailbox.uid is None and not mailbox.home.is_dir():
+            # ROOT/alias or a vpasswd user's directory gone (a user's own
+            # home is qmail-local's check_home: temporary).
             return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")
         lf = data.replace(b"\r\n", b"\n")
         result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
