@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from quailmail.config.users import make_maildir
+from quailmail.deliver.command import CommandEnv, _exchange, run_command
 from quailmail.deliver.dotqmail import (
     DotQmailError,
     Kind,
@@ -212,3 +213,34 @@ def test_preline_available(tmp_path: Path) -> None:
     out = (home / "out").read_bytes()
     assert out.startswith(b"From a@b.example ")
     assert out.endswith(b"\nReturn-Path: <a@b.example>\nDelivered-To: joe@example.org\n" + MSG)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize(("command", "kind"), [("exit 100", "permanent"), ("exit 0", "ok")])
+def test_a_program_that_does_not_read_is_judged_by_its_exit(
+    tmp_path: Path, loop: str, command: str, kind: str
+) -> None:
+    # More than a pipe holds, to a program that never reads it: qmail-local
+    # ignores the EPIPE and takes the exit code.  Under uvloop (as `quail
+    # serve` runs) the write then raised RuntimeError and the delivery failed.
+    env = CommandEnv("s@x", "s@x", "u@h", "u", tmp_path, "u", "h", "")
+    message = b"Subject: big\n\n" + b"x" * (1 << 20)
+    run = asyncio.run
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        run = uvloop.run
+    for _ in range(5):
+        result = run(run_command(command, message, env))
+        assert result.outcome.kind == kind, result
+
+    async def after_the_exit() -> tuple[bytes, int | None]:
+        # What the server met: the program gone before its input is written.
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await proc.wait()
+        await asyncio.sleep(0.05)
+        return await _exchange(proc, message), proc.returncode
+
+    assert run(after_the_exit()) == (b"", 100 if kind == "permanent" else 0)

@@ -94,6 +94,36 @@ class CommandResult:
     stop: bool  # exit 99: ignore the remaining lines
 
 
+async def _feed(stdin: asyncio.StreamWriter, message: bytes) -> None:
+    """Write the message to the program; one that exits without reading it
+    all (`|exit 100`, a filter that refuses at once) is judged by its exit
+    code, as qmail-local ignores the EPIPE.  uvloop closes the pipe when the
+    program exits, and a write then raises RuntimeError, not BrokenPipeError."""
+    try:
+        stdin.write(message)
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except RuntimeError:
+        if not stdin.transport.is_closing():
+            raise
+    finally:
+        stdin.close()
+
+
+async def _exchange(proc: asyncio.subprocess.Process, message: bytes) -> bytes:
+    """`proc.communicate(message)` that survives a program not reading."""
+    assert proc.stdin is not None and proc.stdout is not None
+    feeding = asyncio.ensure_future(_feed(proc.stdin, message))
+    try:
+        output = await proc.stdout.read()
+        await feeding
+    finally:
+        feeding.cancel()
+    await proc.wait()
+    return output
+
+
 async def run_command(
     command: str, message: bytes, env: CommandEnv, *, timeout: float = 3600.0
 ) -> CommandResult:
@@ -113,7 +143,7 @@ async def run_command(
     except OSError as err:
         return CommandResult(Outcome.temporary(f"unable to run command: {err} (#4.3.0)"), False)
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(message), timeout)
+        output = await asyncio.wait_for(_exchange(proc, message), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
