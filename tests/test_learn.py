@@ -80,6 +80,22 @@ def test_walks_as_the_seed_does(root: Path) -> None:
     assert "4.unseen" in {p.name for p in with_new}
 
 
+def test_walks_the_homes_users_assign_names(root: Path, tmp_path: Path) -> None:
+    # A QmailToaster tree moved over: its domains stay in ~vpopmail/domains.
+    moved = tmp_path / "vpopmail" / "domains" / "sample.com"
+    put(moved / "bob" / "Maildir" / ".Junk" / "cur", "8.old:2,S", spam(8), 9)
+    assign = root / "users" / "assign"
+    assign.parent.mkdir()
+    assign.write_text(f"+sample.com-:sample.com:89:89:{moved}:-::\n+joe-:joe:1:1:domains:-::\n.\n")
+    found = [f.relative_to(tmp_path).as_posix() for f in junk_folders(root)]
+    assert found == [  # each once, though domains/ is also an assign home
+        "root/alias/Maildir/.Junk",
+        "root/domains/example.com/joe/Maildir/.Junk",
+        "root/domains/example.org/ann/Maildir/.Junk",
+        "vpopmail/domains/sample.com/bob/Maildir/.Junk",
+    ]
+
+
 def test_learns_and_deletes_old_junk(root: Path) -> None:
     spamd = start_spamd(allow_tell=True)
     try:

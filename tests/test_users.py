@@ -115,6 +115,19 @@ def test_list_users(tmp_path: Path) -> None:
     assert list_users(tmp_path, "example.org") == []
 
 
+def test_list_users_of_a_domain_users_assign_places(tmp_path: Path) -> None:
+    add_user(tmp_path, "a@example.com", "pw")
+    moved = tmp_path / "elsewhere" / "sample.com"
+    moved.mkdir(parents=True)
+    (moved / "vpasswd").write_text("bob:$1$xyz$abc:1:0:Bob:/x/bob:NOQUOTA\n")
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "assign").write_text(f"+sample.com-:sample.com:89:89:{moved}:-::\n.\n")
+    with (tmp_path / "control" / "virtualdomains").open("a") as f:
+        f.write("sample.com:sample.com\n")
+    assert [a for a, _ in list_users(tmp_path)] == ["a@example.com", "bob@sample.com"]
+    assert [a for a, _ in list_users(tmp_path, "sample.com")] == ["bob@sample.com"]
+
+
 def test_delete_user_removes_line_and_mail(tmp_path: Path) -> None:
     add_user(tmp_path, "a@example.com", "pw")
     add_user(tmp_path, "b@example.com", "pw")

@@ -20,9 +20,10 @@ EX_OK: learnt now, or learnt before (spamd then says it did nothing).
 Which messages, as the seed: regular files in `.Junk/cur/` (what the user
 has seen there, or moved there with the MUA's junk button) whose mtime is at
 least `--older-than` days old (5 = `find -mtime +4`), under `ROOT/domains`
-(vpopmail's layout) and `ROOT/alias`.  `.Junk/new/` holds what the scanner
-itself filed and nobody has looked at; teaching spamd its own verdicts only
-repeats them, so it is left alone unless `--include-new`.  A message over
+(vpopmail's layout), `ROOT/alias` and the homes of `users/assign`.
+`.Junk/new/` holds what the scanner itself filed and nobody has looked at;
+teaching spamd its own verdicts only repeats them, so it is left alone
+unless `--include-new`.  A message over
 spamc's size limit (`control/spamdmaxsize`, 500 KB) is deleted unlearnt,
 as sa-learn skips it and the seed's `rm -f` follows anyway.
 
@@ -47,6 +48,7 @@ from typing import Any
 
 from quailmail.cli.common import CliError, add_root_option
 from quailmail.cli.progress import Progress
+from quailmail.config.assign import home_of, read_assign
 from quailmail.config.control import control_for
 from quailmail.policy.spamc import (
     DEFAULT_MAX_SIZE,
@@ -66,7 +68,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "learn",
         help="teach spamd the Junk folders' old mail as spam, then delete it",
-        description="Walk every .Junk folder under ROOT/domains and ROOT/alias, tell spamd "
+        description="Walk every .Junk folder under ROOT/domains, ROOT/alias and the users/assign "
+        "homes, tell spamd "
         "(TELL, as spamc -L spam; spamd needs --allow-tell) each message in cur/ at least "
         "DAYS old is spam, and delete it once spamd has answered.  Seed 003's nightly job.",
     )
@@ -99,13 +102,17 @@ def register(sub: Any) -> None:
 
 
 def junk_folders(root: Path) -> list[Path]:
-    """Every directory named `.Junk` under ROOT/domains and ROOT/alias
-    (`find . -type d -name .Junk`: symbolic links are not followed)."""
-    found: list[Path] = []
-    for top in (root / "domains", root / "alias"):
+    """Every directory named `.Junk` under ROOT/domains, ROOT/alias and the
+    homes `users/assign` names (a vpopmail tree moved over, e.g.
+    `/home/vpopmail/domains/D`; `find . -type d -name .Junk`: symbolic
+    links are not followed)."""
+    assign = read_assign(root)
+    homes = {home_of(root, e) for e in (*assign.exact.values(), *assign.wild.values())}
+    found: set[Path] = set()
+    for top in (root / "domains", root / "alias", *sorted(homes)):
         for path, dirs, _files in os.walk(top):
             if JUNK in dirs:
-                found.append(Path(path) / JUNK)
+                found.add(Path(os.path.normpath(Path(path) / JUNK)))
     return sorted(found)
 
 

@@ -412,12 +412,27 @@ def list_users(root: Path, domain: str | None = None) -> list[tuple[str, VUser]]
         domain = domain.lower()
         return [(f"{u.name}@{domain}", u) for u in _sorted(read_vpasswd(domain_dir(root, domain)))]
     out: list[tuple[str, VUser]] = []
+    seen: set[Path] = set()
+    # The hosted domains, where their users live (ROOT/domains/PREFIX, or
+    # the home users/assign gives a vpopmail tree moved over) ...
+    for domain, prefix in sorted(control_for(root).mapping("virtualdomains").items()):
+        if not domain or domain.startswith(".") or "@" in domain or not prefix:
+            continue
+        ddir = domain_dir(root, domain)
+        if ddir not in seen and (ddir / "vpasswd").is_file():
+            seen.add(ddir)
+            out.extend((f"{u.name}@{domain}", u) for u in _sorted(read_vpasswd(ddir)))
+    # ... and any other directory under ROOT/domains, named by its domain.
     base = root / "domains"
-    if not base.is_dir():
-        return out
-    for ddir in sorted(p for p in base.iterdir() if p.is_dir()):
-        out.extend((f"{u.name}@{ddir.name}", u) for u in _sorted(read_vpasswd(ddir)))
-    return out
+    if base.is_dir():
+        for ddir in sorted(p for p in base.iterdir() if p.is_dir() and p not in seen):
+            out.extend((f"{u.name}@{ddir.name}", u) for u in _sorted(read_vpasswd(ddir)))
+    return sorted(out, key=_by_domain)
+
+
+def _by_domain(pair: tuple[str, VUser]) -> tuple[str, str]:
+    user, _, domain = pair[0].rpartition("@")
+    return domain, user
 
 
 def _sorted(users: dict[str, VUser]) -> list[VUser]:
