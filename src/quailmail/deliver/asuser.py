@@ -4,40 +4,39 @@
 qmail-lspawn forks for every local delivery, sets the group list to the
 user's gid alone, then gid and uid (`prot_gid`, `prot_uid`), and execs
 qmail-local, which reads the `.qmail` file and writes the Maildir or mbox
-as that user.  We do the same with a child process: it starts as root
-(our interpreter and modules may live where the user cannot read),
-imports what it needs, reads the request on stdin, becomes the user and
-runs `deliver_local`; its answer is one JSON line on stdout.
+as that user.  We do the same: a helper started as root (our interpreter
+and modules may live where the user cannot read) has imported what
+delivery needs, forks for each delivery (`deliver/lspawn.py`), and the
+child becomes the user and runs `deliver_local` (`deliver_request`).
 
 Everything is then done with the user's rights, never ours: a `.qmail`
 line naming a file the user may not write (`/etc/passwd` as an mbox, a
 Maildir of someone else) fails as it fails under qmail, the Maildir and
 mbox files and any folder made (the Junk folder) belong to the user, and
 `|program` lines run as the user without our supplementary groups, HOME
-and USER set as qmail-command(8) says.  The price is one process start
-(about 0.1 s of CPU) per such delivery, where qmail pays a fork and exec.
+and USER set as qmail-command(8) says.  The price is a fork (~8 ms of
+CPU) per such delivery, where a delivery as ourselves stays on the event
+loop.
 
-Request: a JSON line (the Mailbox, sender, settings), then the message.
+Request: a JSON header (the Mailbox, sender, settings), then the message.
 Answer: `{"kind", "reason", "forwards", "new_sender", "delivered"}`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quailmail.core.outcome import Outcome
 
+from .lspawn import Lspawn, LspawnError
+
 if TYPE_CHECKING:
     from .local import LocalResult, Mailbox
-
-_ERROR_LIMIT = 500  # bytes of a crashed child's stderr kept for the reason
 
 
 def _request(mb: Mailbox, sender: str, junk_folder: bool, command_timeout: float) -> bytes:
@@ -56,46 +55,49 @@ def _request(mb: Mailbox, sender: str, junk_folder: bool, command_timeout: float
         "junk_folder": junk_folder,
         "command_timeout": command_timeout,
     }
-    return json.dumps(fields).encode() + b"\n"
+    return json.dumps(fields).encode()
 
 
 async def deliver_as_user(
-    mb: Mailbox, message: bytes, *, sender: str, junk_folder: bool, command_timeout: float
+    mb: Mailbox,
+    message: bytes,
+    *,
+    sender: str,
+    junk_folder: bool,
+    command_timeout: float,
+    lspawn: Lspawn | None = None,
 ) -> LocalResult:
-    """`deliver_local(mb, …)` in a child running as mb.uid/mb.gid (we are root)."""
+    """`deliver_local(mb, …)` in a child running as mb.uid/mb.gid (we are root).
+
+    `lspawn` is the scheduler's helper; without one, a helper is started
+    for this delivery alone (a process start, as before there was one).
+    """
+    if lspawn is None:
+        async with Lspawn() as alone:
+            return await deliver_as_user(mb, message, sender=sender, junk_folder=junk_folder,
+                                         command_timeout=command_timeout, lspawn=alone)  # fmt: skip
     from .local import LocalResult  # noqa: PLC0415 (local imports this module)
 
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "quailmail.deliver.asuser",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd="/", start_new_session=True,
-        )  # fmt: skip
-    except OSError as exc:
-        return LocalResult(Outcome.temporary(f"unable to start local delivery: {exc} (#4.3.0)"))
-    request = _request(mb, sender, junk_folder, command_timeout)
+        answer = await lspawn.run(_request(mb, sender, junk_folder, command_timeout), message)
+    except LspawnError as err:
+        return LocalResult(Outcome.temporary(str(err)))
     try:
-        out, err = await proc.communicate(request + message)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    try:
-        answer = json.loads(out.decode())
-        kind = answer["kind"]
+        fields = json.loads(answer)
+        kind = fields["kind"]
         if kind not in ("ok", "temporary", "permanent"):
             raise ValueError(kind)
-        outcome = Outcome(kind, str(answer["reason"]))
-        return LocalResult(outcome, tuple(answer["forwards"]), str(answer["new_sender"]),
-                           tuple(answer["delivered"]))  # fmt: skip
+        outcome = Outcome(kind, str(fields["reason"]))
+        return LocalResult(outcome, tuple(fields["forwards"]), str(fields["new_sender"]),
+                           tuple(fields["delivered"]))  # fmt: skip
     except (ValueError, KeyError, TypeError):
-        # A traceback's last line says what went wrong.
-        lines = err[-_ERROR_LIMIT:].decode(errors="replace").strip().splitlines()
-        text = lines[-1] if lines else f"exit {proc.returncode}"
-        return LocalResult(Outcome.temporary(f"local delivery as uid {mb.uid} failed: {text}"))
+        text = answer[:200].decode(errors="replace")
+        return LocalResult(
+            Outcome.temporary(f"local delivery as uid {mb.uid}: bad answer {text!r}")
+        )
 
 
-def _answer(result: LocalResult) -> None:
+def _answer(result: LocalResult) -> bytes:
     fields = {
         "kind": result.outcome.kind,
         "reason": result.outcome.reason,
@@ -103,48 +105,80 @@ def _answer(result: LocalResult) -> None:
         "new_sender": result.new_sender,
         "delivered": list(result.delivered),
     }
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
+    return json.dumps(fields).encode()
 
 
-def main() -> int:
-    """The child: read the request, become the user, deliver, answer."""
-    # Imported while we are still root: after setuid the interpreter's own
-    # files may be out of reach (asyncio.to_thread imports its executor late).
+def _temporary(reason: str) -> bytes:
+    fields = {"kind": "temporary", "reason": reason, "forwards": [], "new_sender": "",
+              "delivered": []}  # fmt: skip
+    return json.dumps(fields).encode()
+
+
+# -- the helper's side (deliver/lspawn.py runs these) -------------------------
+
+
+def preload() -> None:
+    """Import what a child needs, while the helper is root: after setuid
+    the interpreter's own files may be out of reach (asyncio.to_thread
+    imports its executor late)."""
     import concurrent.futures.thread  # noqa: F401, PLC0415
 
-    from .dotqmail import Kind, Line  # noqa: PLC0415
-    from .local import LocalResult, Mailbox, deliver_local  # noqa: PLC0415
+    from . import local  # noqa: F401, PLC0415
 
-    request: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
-    message = sys.stdin.buffer.read()
+
+def decode_request(header: bytes) -> dict[str, Any]:
+    """The request's fields; ValueError unless it names a uid and gid."""
+    try:
+        fields = json.loads(header)
+        if not isinstance(fields, dict):
+            raise TypeError("not an object")
+        for name in ("uid", "gid"):
+            if not isinstance(fields.get(name), int) or fields[name] < 0:
+                raise TypeError(f"{name} is not a number")
+    except (ValueError, TypeError) as err:
+        raise ValueError(str(err)) from None
+    return fields
+
+
+def no_answer(request: dict[str, Any], reason: str) -> bytes:
+    """The helper's answer for a delivery that got none (a child that died)."""
+    return _temporary(f"local delivery as uid {request.get('uid')} {reason} (#4.3.0)")
+
+
+def deliver_request(request: dict[str, Any], message: bytes) -> bytes:
+    """The forked child's work: become the user, deliver, answer.
+
+    qmail's prot_gid (setgroups to the gid alone, then setgid) and
+    prot_uid (setuid): with no saved root uid left, there is no way back.
+    """
+    from .dotqmail import Kind, Line  # noqa: PLC0415
+    from .local import Mailbox, deliver_local  # noqa: PLC0415
+
     uid, gid = int(request["uid"]), int(request["gid"])
     try:
-        # qmail's prot_gid: setgroups(1, &gid), then setgid; prot_uid: setuid.
         os.setgroups([gid])
         os.setgid(gid)
         os.setuid(uid)
     except OSError as err:
-        _answer(LocalResult(Outcome.temporary(f"unable to become uid {uid}: {err} (#4.3.0)")))
-        return 0
-    mb = Mailbox(
-        Path(request["home"]), request["user"], request["local"], request["host"], request["ext"],
-        default_delivery=tuple(Line(Kind(k), v) for k, v in request["default_delivery"]),
-        domain_dir=None if request["domain_dir"] is None else Path(request["domain_dir"]),
-        dash=request["dash"],
-    )  # fmt: skip
-    result = asyncio.run(
-        deliver_local(
-            mb,
-            message,
-            sender=request["sender"],
-            junk_folder=bool(request["junk_folder"]),
-            command_timeout=float(request["command_timeout"]),
+        return _temporary(f"unable to become uid {uid}: {err} (#4.3.0)")
+    try:
+        mb = Mailbox(
+            Path(request["home"]), request["user"], request["local"], request["host"],
+            request["ext"],
+            default_delivery=tuple(Line(Kind(k), v) for k, v in request["default_delivery"]),
+            domain_dir=None if request["domain_dir"] is None else Path(request["domain_dir"]),
+            dash=request["dash"],
+        )  # fmt: skip
+        result = asyncio.run(
+            deliver_local(
+                mb,
+                message,
+                sender=request["sender"],
+                junk_folder=bool(request["junk_folder"]),
+                command_timeout=float(request["command_timeout"]),
+            )
         )
-    )
-    _answer(result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except Exception as exc:  # a bug: its last line is the reason, as before
+        text = traceback.format_exception_only(exc)[-1].strip()
+        return _temporary(f"local delivery as uid {uid} failed: {text}")
+    return _answer(result)

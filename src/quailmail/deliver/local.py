@@ -11,8 +11,9 @@ the other lines succeed.
 Who the recipient is comes from `config.lspawn.assignment` (qmail-lspawn's
 lookup, shared with the RCPT check); `mailbox_for` turns it into a Mailbox.
 A Mailbox with a uid other than ours is delivered by a child process that
-becomes that user first (`deliver/asuser.py`), as qmail-lspawn runs
-qmail-local: every file is then opened, created and owned by the user.
+becomes that user first (`deliver/asuser.py`), forked by the scheduler's
+root helper (`deliver/lspawn.py`) as qmail-lspawn runs qmail-local: every
+file is then opened, created and owned by the user.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .dotqmail import (
     parse_dotqmail,
     read_dotqmail,
 )
+from .lspawn import Lspawn
 from .maildir import deliver_maildir, dtline
 from .mbox import deliver_mbox
 
@@ -181,6 +183,7 @@ async def deliver_local(
     sender: str,
     junk_folder: bool = True,
     command_timeout: float = 3600.0,
+    lspawn: Lspawn | None = None,
 ) -> LocalResult:
     """Deliver MESSAGE (LF line ends, no Return-Path/Delivered-To yet) to MB.
 
@@ -188,6 +191,9 @@ async def deliver_local(
     ``.Junk`` folder of each top-level Maildir line.  It is the server's
     setting (``control/junkfolder``, which the caller reads); the domain's
     and the user's ``.junkfolder`` files override it (junk.junk_enabled).
+
+    ``lspawn``: the scheduler's qmail-lspawn helper, which delivers to
+    another uid; without one, such a delivery starts a helper of its own.
 
     The event loop reads the home and the .qmail file itself (a few stats
     and a small read: cheaper than a thread hop); Maildir lines write and
@@ -202,9 +208,8 @@ async def deliver_local(
             return LocalResult(Outcome.temporary(
                 f"cannot deliver as uid {mb.uid}: quailmail is not running as root (#4.3.0)"
             ))  # fmt: skip
-        return await deliver_as_user(
-            mb, message, sender=sender, junk_folder=junk_folder, command_timeout=command_timeout
-        )
+        return await deliver_as_user(mb, message, sender=sender, junk_folder=junk_folder,
+                                     command_timeout=command_timeout, lspawn=lspawn)  # fmt: skip
     plan = _plan(mb, message, sender, junk_folder)
     if isinstance(plan, LocalResult):
         return plan

@@ -52,6 +52,7 @@ from quailmail.core.outcome import Outcome
 from quailmail.deliver import junk
 from quailmail.deliver.bounce import Failure, make_bounce, wants_bounce
 from quailmail.deliver.local import Mailbox, default_delivery, deliver_local, mailbox_for
+from quailmail.deliver.lspawn import Lspawn
 from quailmail.deliver.remote import (
     DeliveryError,
     RecipientOutcome,
@@ -163,6 +164,9 @@ class Scheduler:
         self._idle: dict[str, list[_Idle]] = {}
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
+        # qmail-lspawn: a root helper forking per delivery to another uid,
+        # started at the first one, stopped with us.
+        self._lspawn = Lspawn()
         self._flush_mtime = self._mtime(self._flush_path)
 
     # -- life cycle -------------------------------------------------------
@@ -195,6 +199,7 @@ class Scheduler:
             for entry in idle:
                 await entry.session.close()
         self._idle.clear()
+        await self._lspawn.close()
 
     def notify(self, qid: str) -> None:
         """A message just became durable in our queue."""
@@ -407,7 +412,9 @@ class Scheduler:
             # home is qmail-local's check_home: temporary).
             return _Result(rcpt.index, "permanent", "Sorry, no mailbox here by that name. (#5.1.1)")
         lf = data.replace(b"\r\n", b"\n")
-        result = await deliver_local(mailbox, lf, sender=message.sender, junk_folder=enabled)
+        result = await deliver_local(
+            mailbox, lf, sender=message.sender, junk_folder=enabled, lspawn=self._lspawn
+        )
         outcome = result.outcome
         if outcome.is_ok and result.forwards:
             # qmail-local hands forwards to qmail-queue after the other lines
