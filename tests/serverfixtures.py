@@ -79,10 +79,15 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def start_server(
-    root: Path, setup: Callable[[Path], None] | None = None, *, deliver: bool = False
+    root: Path,
+    setup: Callable[[Path], None] | None = None,
+    *,
+    deliver: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Running:
     """`quail serve` on a new root; receive-only unless `deliver` (the
-    receiver's tests look at what stays in the queue)."""
+    receiver's tests look at what stays in the queue); `env`: variables
+    added to its environment, as a run script sets them."""
     ports = [free_port() for _ in range(3)]
     subprocess.run(
         [QUAIL, "init", str(root), "--hostname", "mx.test", "--ports", ",".join(map(str, ports))],
@@ -97,7 +102,7 @@ def start_server(
             [QUAIL, "serve", "--root", str(root), *([] if deliver else ["--receive-only"])],
             stdout=subprocess.DEVNULL,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     running = Running(root, ports[0], ports[1], ports[2], process, log_path)
     try:
@@ -120,9 +125,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
     def make(
-        setup: Callable[[Path], None] | None = None, name: str = "root", *, deliver: bool = False
+        setup: Callable[[Path], None] | None = None,
+        name: str = "root",
+        *,
+        deliver: bool = False,
+        env: dict[str, str] | None = None,
     ) -> Running:
-        running = start_server(tmp_path / name, setup, deliver=deliver)
+        running = start_server(tmp_path / name, setup, deliver=deliver, env=env)
         started.append(running)
         return running
 

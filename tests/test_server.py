@@ -187,6 +187,27 @@ def test_tcprules_deny_and_recompile_without_restart(server: Running) -> None:
     assert _talk(server.smtp, b"QUIT\r\n", host="::1").startswith(b"220 ")
 
 
+def test_the_run_scripts_variables_count_and_a_rule_overrides_them(
+    server_factory: Callable[..., Running],
+) -> None:
+    # A run script's `RBLSMTPD="-go away" exec tcpserver ... qmail-smtpd`:
+    # every client gets it, unless its rule sets the variable itself.
+    def setup(root: Path) -> None:
+        rules = root / "control" / "tcp.smtp"
+        rules.write_text('127.0.0.1:allow,RELAYCLIENT=""\n::1:allow,RELAYCLIENT="",RBLSMTPD=""\n')
+        proc = subprocess.run([QUAIL, "tcprules", f"{rules}.cdb", f"{rules}.tmp"],
+                              input=rules.read_bytes(), check=False)  # fmt: skip
+        assert proc.returncode == 0
+
+    running = server_factory(setup, env={"RBLSMTPD": "-go away"})
+    for host, refused in (("127.0.0.1", True), ("::1", False)):
+        with smtplib.SMTP(host, running.smtp, timeout=10) as client:
+            client.ehlo("client.test")
+            assert client.docmd("MAIL FROM:<a@example.com>")[0] == 250
+            code, text = client.docmd("RCPT TO:<postmaster@mx.test>")
+            assert (code, text) == ((553, b"5.7.1 go away") if refused else (250, text)), host
+
+
 def test_rules_by_absolute_path(server_factory: Callable[..., Running], tmp_path: Path) -> None:
     # /etc/tcprules.d/tcp.smtp.cdb on a QmailToaster: the listener names it.
     rules = tmp_path / "tcprules.d" / "tcp.smtp"

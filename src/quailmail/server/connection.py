@@ -226,6 +226,7 @@ class SmtpConnection(asyncio.Protocol):
         six = ":" in ip
         proto = ("SSL" if self.tls_active else "TCP") + ("6" if six else "")
         env = {
+            **state.base_env,  # the run script's variables (tcpserver's environment)
             "PROTO": proto,
             "TCPREMOTEIP": ip,
             "TCPREMOTEPORT": str(self.remote_port),

@@ -3,6 +3,7 @@ the queue, the TLS context, the connection counts."""
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -38,6 +39,10 @@ class ServerState:
     in_transaction: int = 0  # connections between MAIL and the end of DATA
     stopping: bool = False
     connections_set: set[Any] = field(default_factory=set)  # live SmtpConnection objects
+    # `quail serve`'s own environment, the run script's variables: every
+    # connection starts from it, as tcpserver hands its environment to
+    # qmail-smtpd, and a matching rule's variables override it.
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def databytes(self, env: Mapping[str, str]) -> int:
         """Largest message, 0 for no limit: `DATABYTES` from the rules wins
