@@ -77,3 +77,15 @@ def test_existing_wants_a_control_directory_and_plain_init_a_new_root(tmp_path: 
     (tmp_path / "q" / "control" / "tcp.smtp").write_text("this is not a rule\n")
     done = quail("init", str(tmp_path / "q"), "--existing")
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_existing_without_databytes_keeps_qmails_no_limit(tmp_path: Path) -> None:
+    # qmail-smtpd's databytes is 0 (no limit) when the file is missing; a tree
+    # moved over must not get the 25 MiB limit that a new root is given.
+    root = tmp_path / "var-qmail"
+    qmail_tree(root)
+    (root / "control" / "databytes").unlink()
+    done = quail("init", str(root), "--existing")
+    assert done.returncode == 0, done.stderr
+    assert "control/databytes" not in done.stdout
+    assert not (root / "control" / "databytes").exists()
