@@ -120,6 +120,4 @@ def test_forged_results_removed_end_to_end(
         b"Authentication-Results: upstream.example; spf=pass smtp.mailfrom=a@example.org"
     )
     assert lines[0].startswith(b"Authentication-Results: mx.test;")
-    # DKVERIFY="" is qmail-dk's form: its DomainKey-Status: on top too
-    assert lines[1] == b"DomainKey-Status: no signature"
-    assert received == [2] and upstream > 2
+    assert received == [1] and upstream > 1

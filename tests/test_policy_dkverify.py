@@ -169,7 +169,8 @@ def test_every_letter_class(server: Running, keys: Keys) -> None:
             dk_word, dkim_word = WORDS[kind]
             assert results[0].startswith(f"mx.test; domainkeys={dk_word} ".encode()), results
             assert f"; dkim={dkim_word} ".encode() in results[0], results
-    # qmail-dk's form (no comma; "" too) adds qmail-dk's DomainKey-Status: field, its
+    # qmail-dk's form (letters, no comma; not "": seed 001 runs that under
+    # Brandon's patch) adds qmail-dk's DomainKey-Status: field, its
     # "message tag" padded to 12 characters; Brandon's form does not.
     tags = {"good": b"good        ", "badbody": b"bad         ", "unsigned": b"no signature",
             "flaky": b"no key      ", "peer": b"no signature"}  # fmt: skip
@@ -179,7 +180,7 @@ def test_every_letter_class(server: Running, keys: Keys) -> None:
             if message is None:
                 continue
             status = [raw for raw in _raw_fields(message, b"DomainKey-Status")]
-            if client_ip in ("192.0.2.6", "192.0.2.7", "192.0.2.8"):  # no comma
+            if client_ip in ("192.0.2.7", "192.0.2.8"):  # letters, no comma
                 assert status == [b"DomainKey-Status: " + tags[kind]], (client_ip, kind, status)
             else:
                 assert status == [] and fields(message, b"DomainKey-Status") == [], client_ip

@@ -22,7 +22,7 @@ a deferral, and DomainKeys is named first.  The text names the status:
 Results go to `Message.evidence` ("dkim": DkimResult, "domainkeys":
 DomainKeysResult, as `auth` returns them) and to Authentication-Results
 (`domainkeys=… ; dkim=…` per signature, the seeds' order).  With qmail-dk's
-form, the message also gets the `DomainKey-Status:` field qmail-dk 0.54
+form (letters, no comma), the message also gets the `DomainKey-Status:` field qmail-dk 0.54
 writes on top of every message it verified: the "message tag" column of
 the seeds' table (002_*), padded to 12 characters as qmail-dk pads it
 (`DomainKey-Status: good        `), so a migrated site's SpamAssassin or
@@ -187,6 +187,8 @@ async def at_data(client: Client, message: Message) -> Reply | None:
         message.sender,
     )  # fmt: skip
     letters = Letters.parse(value)
-    if letters.dkim is None:  # qmail-dk's form: its header too
+    if letters.dkim is None and value:  # qmail-dk's form: its header too
+        # ("" is Brandon's too: seed 001 runs DKVERIFY="", which adds
+        # Authentication-Results alone)
         message.add_headers.append(domainkey_status(dk))
     return decide(letters, dk, dkim)
