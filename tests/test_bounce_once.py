@@ -67,6 +67,8 @@ def test_two_unknown_local_users_get_one_bounce(server_factory: Callable[..., Ru
     def setup(root: Path) -> None:
         add_user(root, "joe@example.com", "pw")
         (root / "control" / "rcpthosts").write_text("mx.test\nexample.com\n")
+        (root / "control" / "bouncefrom").write_text("bounces\n")  # qmail-send's
+        (root / "control" / "bouncehost").write_text("mail.example.net\n")
         lost(root)
 
     server = server_factory(setup, deliver=True)
@@ -74,6 +76,7 @@ def test_two_unknown_local_users_get_one_bounce(server_factory: Callable[..., Ru
     send(server, "postmaster@mx.test", rcpts, message("two lost"))
     ((report, status),) = reports(server)
     assert report["To"] == "postmaster@mx.test"
+    assert report["From"] == "bounces@mail.example.net"
     assert sorted(recipients_of(status)) == ["lost1@mx.test", "lost2@mx.test"]
     assert status.count("Status: 5.1.1") == 2
     assert "joe@example.com" not in report.as_string().split("text/rfc822-headers")[0]
@@ -93,6 +96,7 @@ def test_local_and_remote_failures_share_one_bounce(
     send(server, "postmaster@mx.test", rcpts, message("mixed"))
     ((report, status),) = reports(server)
     assert report["To"] == "postmaster@mx.test"
+    assert report["From"] == "MAILER-DAEMON@mx.test"  # no bouncefrom, bouncehost
     assert sorted(recipients_of(status)) == ["lost1@mx.test", "nobody@dest.test"]
     assert "Remote-MTA: dns; 127.0.0.1" in status
     assert "Diagnostic-Code: smtp; 550 5.1.1 <nobody@dest.test>: no such user" in status

@@ -35,8 +35,11 @@ def make_bounce(
     reporting_mta: str,
     arrival: datetime,
     now: datetime,
+    from_address: str | None = None,
 ) -> bytes:
-    """The whole bounce message (CRLF line endings), to be queued from <>."""
+    """The whole bounce message (CRLF line endings), to be queued from <>.
+    `from_address`: its From: (qmail-send's `bouncefrom@bouncehost`),
+    MAILER-DAEMON at the reporting MTA by default."""
     boundary = f"=_quailmail_{uuid.uuid4().hex}"
     headers = _header_block(original)
     human = [
@@ -61,7 +64,7 @@ def make_bounce(
         status.append(f"Diagnostic-Code: {kind}; {_oneline(failure.diagnostic)}")
         status.append(f"Last-Attempt-Date: {format_datetime(now)}")
     lines = [
-        f"From: MAILER-DAEMON@{reporting_mta}",
+        f"From: {from_address or f'MAILER-DAEMON@{reporting_mta}'}",
         f"To: {sender}",
         "Subject: failure notice",
         f"Date: {format_datetime(now)}",

@@ -621,6 +621,9 @@ class Scheduler:
             reporting_mta=me,
             arrival=datetime.fromtimestamp(message.birth, UTC),
             now=datetime.fromtimestamp(self.clock.now(), UTC),
+            # qmail-send's injectbounce: From: bouncefrom@bouncehost
+            from_address=f"{self.control.value('bouncefrom') or 'MAILER-DAEMON'}@"
+            f"{self.control.value('bouncehost') or me}",
         )
         qid = await self.queue.put(from_, to, report, meta={"client": "bounce", "of": message.qid})
         log.info("%s: bounce %s queued to <%s> for %d recipient%s", message.qid, qid, to[0],
