@@ -151,7 +151,19 @@ def parse_mapping(data: bytes) -> Mapping[str, str]:
 
 
 _LEADING_DIGITS = re.compile(r"[0-9]+")  # scan_ulong: ASCII digits only
-_ULONG_DIGITS = 19  # longer numbers saturate, as an overflowing scan_ulong wraps
+ULONG_DIGITS = 19  # longer numbers saturate, as an overflowing scan_ulong wraps
+
+
+def scan_ulong(text: str, max_digits: int = ULONG_DIGITS) -> int | None:
+    """qmail's `scan_ulong` (and C's `atoi` without its sign): the number the
+    ASCII digits `text` starts with, None when it starts with none.  A number
+    of more than `max_digits` digits saturates at 10**max_digits, where C's
+    would overflow (and Python's `int()` refuses 4,300 digits and more)."""
+    match = _LEADING_DIGITS.match(text)
+    if match is None:
+        return None
+    digits = match.group().lstrip("0") or "0"
+    return int(digits) if len(digits) <= max_digits else 10**max_digits
 
 
 @functools.cache
@@ -163,12 +175,10 @@ def _number_parser(name: str, minimum: int) -> Callable[[bytes], int | None]:
 
     def parse(data: bytes) -> int | None:
         text = parse_value(data).strip()
-        match = _LEADING_DIGITS.match(text)
-        if match is None:
+        number = scan_ulong(text)
+        if number is None:
             log.warning("control/%s: %r is not a number; the default is used", name, text[:40])
             return None
-        digits = match.group().lstrip("0") or "0"
-        number = int(digits) if len(digits) <= _ULONG_DIGITS else 10**_ULONG_DIGITS
         if number < minimum:
             log.warning("control/%s: %d is below %d; the default is used", name, number, minimum)
             return None

@@ -58,7 +58,7 @@ from quailmail.auth.spf import (
     local_terms,
 )
 from quailmail.auth.spf.record import parse_explanation
-from quailmail.config.control import parse_lines
+from quailmail.config.control import parse_lines, scan_ulong
 from quailmail.core.dns import Resolver
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
@@ -75,7 +75,6 @@ _REFUSED_FROM: dict[SpfResult, int] = {
     SpfResult.NONE: 6,
     SpfResult.PERMERROR: 6,
 }
-_LEADING_NUMBER = re.compile(r"\s*([0-9]+)")  # scan_ulong: ASCII digits
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _MAX_REPLY_LINE = 400
 
@@ -90,13 +89,8 @@ VERDICTS: AnswerMemo[SpfVerdict] = AnswerMemo()
 
 def parse_level(text: str | None) -> int:
     """A spfbehavior value as qmail reads it: leading digits, else 0."""
-    if text is None:
-        return 0
-    match = _LEADING_NUMBER.match(text)
-    if not match:
-        return 0
-    digits = match.group(1).lstrip("0") or "0"  # int() refuses 4300 digits and more
-    return MAX_LEVEL if len(digits) > 1 else min(int(digits), MAX_LEVEL)
+    level = None if text is None else scan_ulong(text.lstrip())
+    return 0 if level is None else min(level, MAX_LEVEL)
 
 
 def behavior(client: Client) -> int:

@@ -4,14 +4,13 @@ the queue, the TLS context, the connection counts."""
 from __future__ import annotations
 
 import os
-import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quailmail.config.control import Control
+from quailmail.config.control import Control, scan_ulong
 from quailmail.core.dns import Resolver
 from quailmail.net.addresses import Network
 from quailmail.queue import Queue
@@ -19,7 +18,6 @@ from quailmail.queue import Queue
 # qmail-smtpd's defaults: control/databytes 0 (no limit; we set one in
 # `quail init`), control/timeoutsmtpd 1200 s.
 DEFAULT_TIMEOUT = 1200
-_DIGITS = re.compile(r"[0-9]+")
 DEFAULT_CONCURRENCY = 2000  # tcpserver -c: well above 1,000 idle clients
 
 
@@ -51,9 +49,7 @@ class ServerState:
         given = env.get("DATABYTES")
         if given is None:
             return self.control.int_value("databytes", 0)
-        found = _DIGITS.match(given.strip())
-        digits = found.group().lstrip("0") if found else ""
-        return int(digits) if len(digits) <= 19 else 10**19  # none: 0; too long: no limit
+        return scan_ulong(given.strip()) or 0  # no digits: 0, no limit
 
     def timeout(self) -> int:
         return self.control.int_value("timeoutsmtpd", DEFAULT_TIMEOUT, minimum=1)

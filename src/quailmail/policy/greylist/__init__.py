@@ -58,6 +58,7 @@ import logging
 import time
 from pathlib import Path
 
+from quailmail.config.control import scan_ulong
 from quailmail.core.dns import DnsStatus
 from quailmail.core.reply import Reply
 from quailmail.policy.base import Client, Conversation, UntilAuth
@@ -73,8 +74,7 @@ GREY2 = "I said to try later."  # … and within the hold time
 TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300  # JGREYLIST_TIMEOUT, jgreylist's range
 KNOWN_FOR = 60.0  # seconds a passed key is decided from memory
 _KNOWN_MAX = 65536  # remembered keys per process; the memory starts over past it
-_ATOI_DIGITS = 18  # longer numbers are read as _ATOI_MAX (C's atoi overflows)
-_ATOI_MAX = 10**18
+_ATOI_DIGITS = 18  # longer numbers saturate at 10**18 (C's atoi overflows)
 
 # (store, key) → (first sighting, when remembered, monotonic): passed keys.
 _known: dict[tuple[Store, Key], tuple[float, float]] = {}
@@ -104,17 +104,7 @@ def getenv_int(env: dict[str, str], name: str, default: int) -> int:
     sign = -1 if text[:1] == "-" else 1
     if text[:1] in "+-":
         text = text[1:]
-    digits = ""
-    for ch in text:
-        if not ch.isascii() or not ch.isdigit():
-            break
-        digits += ch
-    if not digits:
-        return 0
-    # C's atoi overflows on a number this long; Python's int() refuses
-    # more than 4300 digits.  Either way it is "very large": saturate.
-    digits = digits.lstrip("0") or "0"
-    return sign * (int(digits) if len(digits) <= _ATOI_DIGITS else _ATOI_MAX)
+    return sign * (scan_ulong(text, _ATOI_DIGITS) or 0)
 
 
 def store_from(client: Client) -> Store | None:
