@@ -13,7 +13,6 @@ from quailmail.config.recipients import (
     RcptCounter,
     Verdict,
     decide_recipient,
-    dot_qmail_names,
 )
 from quailmail.core.reply import Reply
 
@@ -258,13 +257,3 @@ def test_wrongrcptlimit_per_session(root: Path) -> None:
     assert go("c") == (550, "5.1.1")
     assert go("joe") == (550, "5.5.3")  # even a good address, from now on
     assert go("joe") == (550, "5.5.3")
-
-
-def test_dot_qmail_names() -> None:
-    assert dot_qmail_names("A-b-c") == [
-        ".qmail-a-b-c",
-        ".qmail-a-b-default",
-        ".qmail-a-default",
-        ".qmail-default",
-    ]
-    assert dot_qmail_names("first.last") == [".qmail-first:last", ".qmail-default"]

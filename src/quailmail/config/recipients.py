@@ -255,22 +255,6 @@ def _accept(address: str, relayclient: str | None, why: str) -> RcptDecision:
 # -- existence -------------------------------------------------------------
 
 
-def dot_qmail_names(ext: str) -> list[str]:
-    """qmail-local's `.qmail` names for extension `ext`, most specific first.
-
-    `a-b-c` → `.qmail-a-b-c`, `.qmail-a-b-default`, `.qmail-a-default`,
-    `.qmail-default`.  Lowercased, and `.` becomes `:` (qmail-local, so a
-    name never starts a hidden path component).
-    """
-    ext = ext.lower().replace(".", ":")
-    names = [f".qmail-{ext}"]
-    parts = ext.split("-")
-    for i in range(len(parts) - 1, 0, -1):
-        names.append(".qmail-" + "-".join(parts[:i]) + "-default")
-    names.append(".qmail-default")
-    return names
-
-
 def _delivers(data: bytes) -> bool:
     """A `.qmail-default` that delivers (not vpopmail's `bounce-no-mailbox` line)."""
     return b"bounce-no-mailbox" not in data and bool(data.strip())

@@ -73,12 +73,6 @@ def parse_dotqmail(text: str) -> list[Line]:
     return lines
 
 
-def _qmail_name(ext: str) -> str:
-    # qmail-local(8): "." in the extension is replaced by ":" and letters are
-    # lowercased before the file name is formed.
-    return ext.replace(".", ":").lower()
-
-
 def find_dotqmail(home: Path, ext: str, dash: str | None = None) -> Found | None:
     """The .qmail file qmail-local reads for extension EXT in HOME
     (`config.lspawn.qmesearch`, which the RCPT check uses too).
