@@ -40,6 +40,7 @@ from pathlib import Path
 
 from quailmail.config.assign import home_of, read_assign
 from quailmail.config.control import Control
+from quailmail.core.files import is_file_name
 
 GETPW_USERLEN = 32  # qmail-getpw: user names shorter than this are tried
 ALIAS = "alias"  # qmail's alias user, our ROOT/alias
@@ -108,7 +109,7 @@ def assignment(control: Control, local: str, domain: str) -> Assignment:
         vdomain = prefix is not None and assign.domain_entry(prefix) is entry
         return Assignment(entry.user, home, entry.dash, ext, entry.uid, entry.gid,
                           "users/assign", home if vdomain else None)  # fmt: skip
-    if prefix is not None and "/" not in prefix and prefix not in (".", ".."):
+    if prefix is not None and is_file_name(prefix):
         ddir = root / "domains" / prefix
         if os.path.isdir(ddir):
             return Assignment(domain.lower(), ddir, "-", local, source="domains", domain_dir=ddir)

@@ -153,13 +153,19 @@ def domain_dir(root: Path, domain: str) -> Path:
     migrated box), else `ROOT/domains/PREFIX`; PREFIX is the domain's
     virtualdomains prefix, else the domain itself.
     """
-    domain = domain.lower()
-    prefix = control_for(root).mapping("virtualdomains").get(domain)
-    name = prefix if prefix and "/" not in prefix and prefix not in (".", "..") else domain
+    name = _domain_name(root, domain)
     entry = read_assign(root).domain_entry(name)
     if entry is not None:
         return home_of(root, entry)
     return Path(root) / "domains" / name
+
+
+def _domain_name(root: Path, domain: str) -> str:
+    """The domain's virtualdomains prefix when it names a directory, else
+    the domain itself (lowercased)."""
+    domain = domain.lower()
+    prefix = control_for(root).mapping("virtualdomains").get(domain)
+    return prefix if prefix and files.is_file_name(prefix) else domain
 
 
 def read_vpasswd(ddir: Path) -> dict[str, VUser]:
@@ -288,9 +294,7 @@ def domain_owner(root: Path, domain: str) -> tuple[int, int] | None:
     root and may give them away; else None (ours, as before)."""
     if os.geteuid() != 0:
         return None
-    domain = domain.lower()
-    prefix = control_for(root).mapping("virtualdomains").get(domain) or domain
-    entry = read_assign(root).domain_entry(prefix)
+    entry = read_assign(root).domain_entry(_domain_name(root, domain))
     return None if entry is None else (entry.uid, entry.gid)
 
 

@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 
 
+def is_file_name(name: str) -> bool:
+    """`name` names one entry of a directory, and only that: not empty, no
+    `/` or NUL, not `.` or `..` (a domain or prefix made into a path)."""
+    return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+
+
 def write_all(fd: int, data: bytes) -> None:
     """os.write until every byte is written (a write may take part of it)."""
     view = memoryview(data)

@@ -42,6 +42,7 @@ from quailmail.auth.dkim import SignError, sign_dkim
 from quailmail.auth.domainkeys import DomainKeysSigningError, sign_domainkeys
 from quailmail.auth.keys import KeyProblem, parse_private_key
 from quailmail.auth.message import parse_message, sender_domain
+from quailmail.core.files import is_file_name
 from quailmail.core.reply import Reply
 from quailmail.policy.authenv import session_env
 from quailmail.policy.base import Client, Message
@@ -64,10 +65,6 @@ def dksign_template(client: Client) -> str | None:
     return template or None
 
 
-def _safe_domain(domain: str) -> bool:
-    return bool(domain) and "/" not in domain and "\0" not in domain and domain not in (".", "..")
-
-
 async def at_data(client: Client, message: Message) -> Reply | None:
     template = dksign_template(client)
     if template is None:
@@ -78,7 +75,7 @@ async def at_data(client: Client, message: Message) -> Reply | None:
     parsed = parse_message(data, crlf=True)
     domain = sender_domain(parsed.headers)
     if "%" in template:
-        if domain is None or not _safe_domain(domain):
+        if domain is None or not is_file_name(domain):
             log.info("%s: DKSIGN: no usable Sender:/From: domain; not signed", client.ip)
             return None
         path = client.root / template.replace("%", domain)
