@@ -97,21 +97,25 @@ async def deliver_as_user(
         )
 
 
-def _answer(result: LocalResult) -> bytes:
+def _answer(
+    outcome: Outcome,
+    forwards: tuple[str, ...] = (),
+    new_sender: str = "",
+    delivered: tuple[str, ...] = (),
+) -> bytes:
+    """A LocalResult's fields as the child's answer."""
     fields = {
-        "kind": result.outcome.kind,
-        "reason": result.outcome.reason,
-        "forwards": list(result.forwards),
-        "new_sender": result.new_sender,
-        "delivered": list(result.delivered),
+        "kind": outcome.kind,
+        "reason": outcome.reason,
+        "forwards": list(forwards),
+        "new_sender": new_sender,
+        "delivered": list(delivered),
     }
     return json.dumps(fields).encode()
 
 
 def _temporary(reason: str) -> bytes:
-    fields = {"kind": "temporary", "reason": reason, "forwards": [], "new_sender": "",
-              "delivered": []}  # fmt: skip
-    return json.dumps(fields).encode()
+    return _answer(Outcome.temporary(reason))
 
 
 # -- the helper's side (deliver/lspawn.py runs these) -------------------------
@@ -181,4 +185,4 @@ def deliver_request(request: dict[str, Any], message: bytes) -> bytes:
     except Exception as exc:  # a bug: its last line is the reason, as before
         text = traceback.format_exception_only(exc)[-1].strip()
         return _temporary(f"local delivery as uid {uid} failed: {text}")
-    return _answer(result)
+    return _answer(result.outcome, result.forwards, result.new_sender, result.delivered)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quailmail.core.outcome import Outcome
+from quailmail.core.pipes import write_to_pipe
 
 from .maildir import dtline, rpline
 from .mbox import ufline
@@ -97,16 +98,9 @@ class CommandResult:
 async def _feed(stdin: asyncio.StreamWriter, message: bytes) -> None:
     """Write the message to the program; one that exits without reading it
     all (`|exit 100`, a filter that refuses at once) is judged by its exit
-    code, as qmail-local ignores the EPIPE.  uvloop closes the pipe when the
-    program exits, and a write then raises RuntimeError, not BrokenPipeError."""
+    code, as qmail-local ignores the EPIPE (core/pipes.py)."""
     try:
-        stdin.write(message)
-        await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    except RuntimeError:
-        if not stdin.transport.is_closing():
-            raise
+        await write_to_pipe(stdin, message)
     finally:
         stdin.close()
 

@@ -47,6 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from quailmail.core.files import write_all
+from quailmail.core.pipes import write_to_pipe
+
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">QII")  # id, header length, body length
@@ -119,12 +122,6 @@ class _Child:
 Decode = Callable[[bytes], dict[str, Any]]  # raises ValueError
 Deliver = Callable[[dict[str, Any], bytes], bytes]  # the child's work: the answer
 Died = Callable[[dict[str, Any], str], bytes]  # the answer for a child that did not
-
-
-def _status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
 class _Helper:
@@ -206,10 +203,7 @@ class _Helper:
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.close(null)
-            answer = self.deliver(fields, message)
-            view = memoryview(answer)
-            while view:
-                view = view[os.write(w, view) :]
+            write_all(w, self.deliver(fields, message))
         except BaseException:  # the helper reports our exit status
             code = 111
         finally:
@@ -236,16 +230,14 @@ class _Helper:
         if status == 0 and child.answer:
             self._relay(child.ident, bytes(child.answer))
         else:
-            reason = f"ended without an answer: {_status(status)}"
+            reason = f"ended without an answer: {_code(os.waitstatus_to_exitcode(status))}"
             self._relay(child.ident, self.died(child.request, reason))
 
     def _relay(self, ident: int, answer: bytes) -> None:
         if not self.writing:
             return
-        view = memoryview(frame(ident, answer))
         try:
-            while view:
-                view = view[os.write(self.stdout, view) :]
+            write_all(self.stdout, frame(ident, answer))
         except OSError as err:
             # The scheduler is gone: finish the children, answer no one.
             if err.errno not in (errno.EPIPE, errno.EBADF):
@@ -381,16 +373,8 @@ class Lspawn:
     async def _write(self, running: _Running, data: bytes) -> None:
         stdin = running.proc.stdin
         assert stdin is not None
-        try:
-            stdin.write(data)
-            await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as err:
-            raise LspawnError(UNAVAILABLE) from err
-        except RuntimeError as err:
-            # uvloop: writing to a pipe whose reader is gone (command._feed)
-            if not stdin.transport.is_closing():
-                raise
-            raise LspawnError(UNAVAILABLE) from err
+        if not await write_to_pipe(stdin, data):  # the helper is gone
+            raise LspawnError(UNAVAILABLE)
 
     async def _read(self, running: _Running) -> None:
         """Answers to their deliveries until the helper's stdout closes;
@@ -428,6 +412,7 @@ class Lspawn:
 
 
 def _code(code: int) -> str:
+    """An exit code as asyncio and `waitstatus_to_exitcode` give it (-N: signal N)."""
     return f"killed by signal {-code}" if code < 0 else f"exit {code}"
 
 

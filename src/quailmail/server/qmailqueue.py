@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from quailmail.core.pipes import write_to_pipe
 from quailmail.core.reply import Reply
 from quailmail.policy.base import Client, Message
 from quailmail.queue.qmailqueue import CUSTOM_FD, CUSTOM_KEPT, encode_envelope, reply_for_exit
@@ -272,16 +273,12 @@ async def _feed(writer: asyncio.StreamWriter, data: bytes) -> bool:
     byte is in the pipe (qmail.c's `flagerr` needs that to be known)."""
     try:
         writer.transport.set_write_buffer_limits(high=0)
-        writer.write(data)
-        await writer.drain()
-    except ConnectionError:  # BrokenPipeError, ConnectionResetError
-        return False
+        return await write_to_pipe(writer, data)
     except asyncio.CancelledError:
         writer.transport.abort()  # `_settle` gave up: a close would wait for the reader
         raise
     finally:
         writer.close()
-    return True
 
 
 async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
