@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -91,11 +92,12 @@ async def _run(args: argparse.Namespace) -> int:
         resolver = make_resolver(args.dns, args.root)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    # --min-key-bits sets both floors; without it each verifier's own default.
     given = args.min_key_bits
-    options = VerifyOptions(
-        accept_sha1=args.accept_sha1, min_key_bits=1024 if given is None else given
-    )
-    dk_min_bits = 0 if given is None else given
+    options = VerifyOptions(accept_sha1=args.accept_sha1)
+    if given is not None:
+        options = dataclasses.replace(options, min_key_bits=given)
+    dk_min_bits = given or 0
     clock: Clock = FixedClock(args.at) if args.at is not None else SystemClock()
     server_id = authserv_id(args.authserv_id, args.root)
     status = 0
