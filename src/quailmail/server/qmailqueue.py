@@ -55,9 +55,9 @@ _GRACE = 5.0  # seconds to let pipes drain after the program exited
 
 
 def environment(client: Client) -> dict[str, str]:
-    """What the program sees: ours, the connection's, QUAIL_ROOT, our PATH."""
-    env = dict(os.environ)
-    env.update(client.env)
+    """What the program sees: the connection's environment (which starts
+    from ours: ServerState.base_env), QUAIL_ROOT, our PATH."""
+    env = dict(client.env)
     env["QUAIL_ROOT"] = str(client.root)
     if client.auth_user is not None:
         # As qmail-smtpd's AUTH patches tell their queue programs.
