@@ -22,11 +22,11 @@ a deferral, and DomainKeys is named first.  The text names the status:
 Results go to `Message.evidence` ("dkim": DkimResult, "domainkeys":
 DomainKeysResult, as `auth` returns them) and to Authentication-Results
 (`domainkeys=… ; dkim=…` per signature, the seeds' order).  With qmail-dk's
-form (letters, no comma), the message also gets the `DomainKey-Status:` field qmail-dk 0.54
-writes on top of every message it verified: the "message tag" column of
-the seeds' table (002_*), padded to 12 characters as qmail-dk pads it
-(`DomainKey-Status: good        `), so a migrated site's SpamAssassin or
-maildrop rules keyed on it keep matching.
+form (letters, no comma), the message also gets the `DomainKey-Status:`
+field qmail-dk 0.54 writes on top of every message it verified: the
+"message tag" column of the seeds' table (002_*), padded to 12 characters
+as qmail-dk pads it (`DomainKey-Status: good        `), so a migrated
+site's SpamAssassin or maildrop rules keyed on it keep matching.
 """
 
 from __future__ import annotations
